@@ -1,0 +1,101 @@
+"""The Python API: Ultralytics' tune() arguments, a run directory per search, resume from it alone."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from hpctune.data import write_data_yaml
+from hpctune.results import SearchResult, collect
+from hpctune.rundir import MANIFEST, RunDir, atomic_write_json
+from hpctune.space import sample_configs
+from hpctune.spec import RunSpec, build_spec
+
+_PACKAGES = ("hpctune", "ultralytics", "ray", "torch", "submitit", "wandb")
+
+
+def tune(
+    model: str = "yolov8n.yaml",
+    data: str | None = None,
+    space: str | Path | dict | None = None,
+    grace_period: int = 10,
+    gpu_per_trial: float | None = None,
+    max_samples: int = 10,
+    train_args: dict[str, Any] | None = None,
+    *,
+    epochs: int | None = None,
+    reduction_factor: int = 3,
+    seed: int = 0,
+    name: str | None = None,
+    storage: str | Path = "runs/hpctune",
+    cpus_per_trial: float | None = None,
+    address: str | None = None,
+    **more_train_args: Any,
+) -> SearchResult:
+    """Run an ASHA search over YOLO training; extra keyword arguments are training arguments,
+    as in Ultralytics' `model.tune(data=..., epochs=30, imgsz=320)`."""
+    from hpctune import search
+
+    spec = build_spec(
+        model=model, data=data, space=space, grace_period=grace_period, gpu_per_trial=gpu_per_trial,
+        max_samples=max_samples, train_args={**(train_args or {}), **more_train_args}, epochs=epochs,
+        reduction_factor=reduction_factor, seed=seed, name=name, storage=storage, cpus_per_trial=cpus_per_trial,
+    )
+    rundir = create_run(spec)
+    return search.run(rundir.path, address=address)
+
+
+def create_run(spec: RunSpec) -> RunDir:
+    """Write a new run directory for a validated spec, all at once: it appears complete or not at all."""
+    target = spec.run_dir
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=target.parent))
+    try:
+        manifest = {
+            "spec": spec.to_dict(),
+            "configs": sample_configs(spec.space, spec.max_samples, spec.seed),
+            "versions": _versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "sessions": [],
+        }
+        if spec.data_config:
+            write_data_yaml(spec.data_config, staging / "data.yaml")
+        atomic_write_json(staging / MANIFEST, manifest)
+        os.chmod(staging, 0o755)
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return RunDir(target)
+
+
+def resume(run_dir: str | Path, address: str | None = None) -> SearchResult:
+    """Continue an interrupted search from its run directory."""
+    from hpctune import search
+
+    RunDir(run_dir).read_manifest()  # a clear error before Ray starts, if this is no run
+    return search.run(run_dir, address=address)
+
+
+def load_run(run_dir: str | Path) -> SearchResult:
+    """The outcome of a finished or running search, read from its run directory."""
+    rundir = RunDir(run_dir)
+    spec = RunSpec.from_dict(rundir.read_manifest()["spec"])
+    if not rundir.has_experiment_state():
+        return SearchResult(rundir.path, None, {}, None, None, spec.metric, [], False)
+    return collect(rundir, spec)
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for package in _PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions

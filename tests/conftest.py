@@ -1,0 +1,40 @@
+"""Shared fixtures. Folders that Slurm nodes must see live under the repository's .test-shared/
+(on the local test cluster /tmp is node-local, as on real clusters)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("HPCTUNE_TEST_SHARED", REPO / ".test-shared"))
+HPCTUNE = [sys.executable, "-m", "hpctune.cli"]
+
+
+@pytest.fixture
+def shared_tmp(request) -> Path:
+    """A fresh folder on shared storage, named after the test."""
+    path = SHARED / "tests" / request.node.name.replace("[", "-").replace("]", "")
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_data() -> Path:
+    """A small synthetic detection dataset (reused across tests and sessions)."""
+    from hpctune.demo import make_demo_dataset
+
+    return make_demo_dataset(SHARED / "data" / "tiny", n_train=64, n_val=32, imgsz=64, seed=0)
+
+
+def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*HPCTUNE, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
