@@ -35,6 +35,7 @@ def tune(
     storage: str | Path = "runs/hpctune",
     cpus_per_trial: float | None = None,
     address: str | None = None,
+    wandb: dict[str, Any] | None = None,
     **more_train_args: Any,
 ) -> SearchResult:
     """Run an ASHA search over YOLO training; extra keyword arguments are training arguments,
@@ -45,6 +46,7 @@ def tune(
         model=model, data=data, space=space, grace_period=grace_period, gpu_per_trial=gpu_per_trial,
         max_samples=max_samples, train_args={**(train_args or {}), **more_train_args}, epochs=epochs,
         reduction_factor=reduction_factor, seed=seed, name=name, storage=storage, cpus_per_trial=cpus_per_trial,
+        wandb=wandb,
     )
     rundir = create_run(spec)
     return search.run(rundir.path, address=address)

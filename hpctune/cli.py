@@ -59,6 +59,12 @@ def search_options(func):
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampled configurations."),
         click.option("--name", default=None, help="Run name (default tune-DATE-TIME)."),
         click.option("--storage", default="runs/hpctune", show_default=True, help="Folder holding run directories."),
+        click.option("--wandb", "use_wandb", is_flag=True, help="Track every trial in Weights & Biases."),
+        click.option("--wandb-project", default=None, help="W&B project (default hpctune)."),
+        click.option("--wandb-entity", default=None, help="W&B entity (team or user)."),
+        click.option("--wandb-group", default=None, help="W&B group (default: the run name)."),
+        click.option("--wandb-mode", type=click.Choice(["online", "offline", "auto"]), default="auto",
+                     show_default=True, help="auto = offline where the W&B server is unreachable."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -67,6 +73,9 @@ def search_options(func):
 
 def spec_arguments(train_args: tuple[str, ...], **options: Any) -> dict[str, Any]:
     args = parse_key_values(train_args)
+    wandb = {key: options.pop(f"wandb_{key}", None) for key in ("project", "entity", "group", "mode")}
+    if options.pop("use_wandb", False):
+        options["wandb"] = wandb
     for key in ("model", "data"):
         if options.get(key) is None and key in args:
             options[key] = args.pop(key)
@@ -173,6 +182,8 @@ def _print_result(result) -> None:
         if result.best_weights:
             click.echo(f"best weights: {result.best_weights}")
 
+
+from hpctune import cli_report  # noqa: E402,F401  (registers its commands on `main`)
 
 if __name__ == "__main__":
     main()

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hpctune import asha, offline
+from hpctune import asha, offline, progress, tracking
 from hpctune.results import SearchResult, write_results
 from hpctune.rundir import RunDir
 from hpctune.space import to_ray_space
@@ -107,10 +107,14 @@ def _tuner(rundir: RunDir, spec: RunSpec, configs: list[dict[str, Any]], session
         run_config=tune.RunConfig(
             name=rundir.experiment.name,
             storage_path=str(rundir.path),
-            callbacks=[asha.SchedulerStateKeeper(scheduler, rundir.asha_rungs)],
+            callbacks=[
+                asha.SchedulerStateKeeper(scheduler, rundir.asha_rungs),
+                *tracking.callbacks(spec, rundir),
+                *progress.callbacks(spec, rundir),
+            ],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=2),
-            verbose=1,
+            verbose=progress.ray_verbosity(),
         ),
     )
 

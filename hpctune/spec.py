@@ -50,6 +50,7 @@ class RunSpec:
     space: dict[str, Any]
     train_args: dict[str, Any] = field(default_factory=dict)
     data_config: dict[str, Any] = field(default_factory=dict)
+    wandb: dict[str, Any] = field(default_factory=dict)  # empty: no W&B; else project, entity, group, mode
 
     @property
     def run_dir(self) -> Path:
@@ -99,6 +100,7 @@ def build_spec(
     storage: str | Path = "runs/hpctune",
     cpus_per_trial: float | None = None,
     resources: Resources | None = None,
+    wandb: dict[str, Any] | None = None,
 ) -> RunSpec:
     """Validate the arguments of a new search and resolve them into a RunSpec. Writes nothing."""
     train_args = dict(train_args or {})
@@ -158,6 +160,7 @@ def build_spec(
         grace_period=grace_period, reduction_factor=reduction_factor, max_samples=max_samples,
         gpu_per_trial=gpu_per_trial, cpus_per_trial=cpus_per_trial, seed=seed, name=name,
         storage=storage, space=search_space, train_args=train_args, data_config=data_config,
+        wandb=_check_wandb(wandb, name),
     )
 
 
@@ -237,3 +240,16 @@ def _check_storage(storage: str | Path) -> str:
             f"storage {path} is not writable ({exc.strerror}): choose a folder you can write with --storage"
         ) from None
     return str(path)
+
+
+def _check_wandb(options: dict[str, Any] | None, name: str) -> dict[str, Any]:
+    """W&B settings; the API key is never part of them (W&B reads it from its own login)."""
+    if not options:
+        return {}
+    mode = options.get("mode") or "auto"
+    if mode not in {"online", "offline", "auto"}:
+        raise SpecError(f"wandb mode '{mode}' is not one of online, offline, auto: e.g. --wandb-mode offline")
+    return {
+        "project": options.get("project") or "hpctune", "entity": options.get("entity"),
+        "group": options.get("group") or name, "mode": mode,
+    }

@@ -1,0 +1,16 @@
+"""Live progress of a search."""
+
+from __future__ import annotations
+
+from ray.tune import Callback
+
+from hpctune.rundir import RunDir
+from hpctune.spec import RunSpec
+
+
+def callbacks(spec: RunSpec, rundir: RunDir) -> list[Callback]:
+    return []
+
+
+def ray_verbosity() -> int:
+    return 1

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: set up the environment, start the local Slurm cluster
+# (as root; skipped with a notice otherwise), run pytest, tear the cluster down. Extra arguments go to pytest.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+bash scripts/setup-env.sh test
+if [ "$(id -u)" = 0 ]; then
+  bash scripts/setup-test-system.sh  # Debian packages the tests use (headless Chromium)
+fi
+started_cluster=0
+if [ "$(id -u)" = 0 ] && [ "${HPCTUNE_NO_SLURM:-0}" != 1 ]; then
+  bash scripts/slurm-cluster-up.sh
+  started_cluster=1
+else
+  echo "test: not root or HPCTUNE_NO_SLURM=1: Slurm tests will be skipped"
+fi
+cleanup() { if [ "$started_cluster" = 1 ]; then bash scripts/slurm-cluster-down.sh || true; fi; }
+trap cleanup EXIT
+export PATH="$repo/.venv/bin:$PATH"
+.venv/bin/ruff check hpctune tests scripts
+.venv/bin/python -m pytest -ra "$@"
