@@ -183,7 +183,10 @@ def _print_result(result) -> None:
             click.echo(f"best weights: {result.best_weights}")
 
 
-from hpctune import cli_report  # noqa: E402,F401  (registers its commands on `main`)
+from hpctune import cli_report, cli_slurm  # noqa: E402,F401  (they register their commands on `main`)
 
 if __name__ == "__main__":
-    main()
+    # `python -m hpctune.cli`: cli_report registered its commands on the imported hpctune.cli, not on __main__.
+    from hpctune.cli import main as registered_main
+
+    registered_main()

@@ -51,6 +51,7 @@ class RunSpec:
     train_args: dict[str, Any] = field(default_factory=dict)
     data_config: dict[str, Any] = field(default_factory=dict)
     wandb: dict[str, Any] = field(default_factory=dict)  # empty: no W&B; else project, entity, group, mode
+    cluster: dict[str, Any] = field(default_factory=dict)  # empty: local; else the SLURM settings of the job
 
     @property
     def run_dir(self) -> Path:
@@ -78,7 +79,7 @@ class Resources:
 
         allocation = Allocation.from_env()
         if allocation is not None:
-            return cls(cpus=allocation.cpus_per_node, gpus=allocation.gpus_per_node)
+            return cls(cpus=allocation.cpus, gpus=allocation.gpus)
         import torch
 
         return cls(cpus=len(os.sched_getaffinity(0)), gpus=torch.cuda.device_count())

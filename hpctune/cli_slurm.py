@@ -1,0 +1,3 @@
+"""CLI commands for SLURM: submit, sbatch, status, cancel."""
+
+from __future__ import annotations
