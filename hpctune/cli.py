@@ -107,12 +107,13 @@ def tune(train_args: tuple[str, ...], address: str | None, **options: Any) -> No
 
 
 def _run_new(spec, address: str | None) -> None:
-    from hpctune import search
+    from hpctune import launch
     from hpctune.api import create_run
 
+    launch.check_local_run(spec, address)
     rundir = create_run(spec)
     click.echo(f"hpctune: run directory {rundir.path}  (resume with: hpctune resume {rundir.path})")
-    _print_result(search.run(rundir.path, address=address))
+    _print_result(launch.run_search(rundir.path, address=address))
 
 
 @main.command()
@@ -120,7 +121,7 @@ def _run_new(spec, address: str | None) -> None:
 @click.option("--name", default=None, help="Run name (default demo-DATE-TIME).")
 @click.option("--max-samples", type=int, default=8, show_default=True)
 @click.option("--epochs", type=int, default=6, show_default=True)
-@click.option("--grace-period", type=int, default=2, show_default=True)
+@click.option("--grace-period", type=int, default=4, show_default=True, help="Scores separate from epoch 4 on.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @_user_errors
 def demo(storage: str, name: str | None, max_samples: int, epochs: int, grace_period: int, seed: int) -> None:
@@ -143,10 +144,15 @@ def demo(storage: str, name: str | None, max_samples: int, epochs: int, grace_pe
 @main.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--address", default=None, help="Address of a running Ray cluster (default: a local one).")
+@click.option("--submit", "resubmit", is_flag=True, help="Resubmit as a SLURM job with the run's own settings.")
 @_user_errors
-def resume(run_dir: str, address: str | None) -> None:
+def resume(run_dir: str, address: str | None, resubmit: bool) -> None:
     """Continue an interrupted search from its run directory."""
     from hpctune.api import resume as resume_run
+
+    if resubmit:
+        cli_slurm.resubmit(run_dir)
+        return
 
     _print_result(resume_run(run_dir, address=address))
 

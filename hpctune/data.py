@@ -18,19 +18,27 @@ def resolve_model(model: str, task: str | None = None) -> tuple[str, str]:
     path = Path(model).expanduser()
     if path.is_file():
         model = str(path.resolve())
-    elif path.suffix in {".yaml", ".yml"} and path.parent == Path("."):
+    if path.suffix in {".yaml", ".yml"} and (path.is_file() or path.parent == Path(".")):
         try:
-            yaml_model_load(model)  # a model config shipped with ultralytics, e.g. yolov8n.yaml
+            config = yaml_model_load(model)  # a file, or a config shipped with ultralytics, e.g. yolov8n.yaml
         except Exception:
             raise DataError(
                 f"model {model} not found: give a path to a .pt or model .yaml file, or a name like yolov8n.yaml"
             ) from None
-    else:
+        return model, task or guess_model_task(config)
+    if not path.is_file():
         raise DataError(
             f"model file {model} not found: give an existing .pt or model .yaml path "
             "(compute nodes cannot download weights)"
         )
-    return model, task or guess_model_task(model)
+    if task:
+        return model, task
+    from ultralytics.nn.tasks import load_checkpoint
+
+    try:
+        return model, guess_model_task(load_checkpoint(model)[0])
+    except Exception as exc:
+        raise DataError(f"model file {model} cannot be loaded ({exc.__class__.__name__}): give a valid .pt") from None
 
 
 def resolve_data(data: str, task: str) -> tuple[str, dict[str, Any]]:

@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+
+from hpctune.demo import DEMO_SPACE, DEMO_TRAIN_ARGS
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HPCTUNE_TEST_SHARED", REPO / ".test-shared"))
@@ -38,3 +41,30 @@ def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subpro
         [*HPCTUNE, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO,
         env={**os.environ, **(env or {})},
     )
+
+
+@pytest.fixture(scope="session")
+def learnable_data() -> Path:
+    """The demo dataset: a good lr0 reaches a clearly non-zero mAP in a few one-thread epochs."""
+    from hpctune.demo import DEMO_DATASET, make_demo_dataset
+
+    return make_demo_dataset(SHARED / "data" / "demo", **DEMO_DATASET, seed=0)
+
+
+def _key_values(args: dict) -> list[str]:
+    return [f"{key}={value}" for key, value in args.items()]
+
+
+# Quick real searches on `learnable_data`: the demo's training arguments and space as CLI input.
+QUICK_TRAIN_ARGS = _key_values(DEMO_TRAIN_ARGS)
+QUICK_SPACE = yaml.safe_dump(DEMO_SPACE)
+
+
+def read_records(run_dir: Path) -> dict[str, list[dict]]:
+    """Every trial's per-epoch records, as written (repeats included)."""
+    import json
+
+    return {
+        folder.name: [json.loads(line) for line in (folder / "epochs.jsonl").read_text().splitlines()]
+        for folder in sorted((run_dir / "trials").iterdir()) if (folder / "epochs.jsonl").exists()
+    }

@@ -1,0 +1,96 @@
+"""The driver SIGKILLed mid-search, then `hpctune resume`: nothing finished is redone, nothing
+checkpointed is trained again, and ASHA keeps the rung records it had."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+from conftest import HPCTUNE, QUICK_SPACE, QUICK_TRAIN_ARGS, REPO, read_records, run_cli
+
+
+def _wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _trial_processes() -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if "ray::ImplicitFunc" in cmdline or "ray::train_trial" in cmdline:
+            found.append(process)
+    return found
+
+
+def _mid_run(run_dir: Path) -> bool:
+    """True once one trial has finished and another has checkpointed epochs but not finished."""
+    if not (run_dir / "trials").exists():
+        return False
+    records = read_records(run_dir)
+    finished = [t for t, rs in records.items() if any(r.get("final") for r in rs)]
+    in_flight = [t for t, rs in records.items() if rs and not any(r.get("final") for r in rs)]
+    return bool(finished and in_flight)
+
+
+def test_sigkill_then_resume_loses_nothing(shared_tmp, learnable_data):
+    (shared_tmp / "space.yaml").write_text(QUICK_SPACE)
+    run_dir = shared_tmp / "killed"
+    driver = subprocess.Popen(
+        [*HPCTUNE, "tune", "model=yolov8n.yaml", f"data={learnable_data}", "epochs=4", *QUICK_TRAIN_ARGS,
+         "--space", str(shared_tmp / "space.yaml"), "--grace-period", "2", "--reduction-factor", "2",
+         "--max-samples", "5", "--seed", "5", "--storage", str(shared_tmp), "--name", "killed"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        _wait_for(lambda: _mid_run(run_dir) or driver.poll() is not None, 900, "a finished and a running trial")
+        assert driver.poll() is None, "the search ended before it could be interrupted"
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    # Ray takes the trials down with their driver; wait until no trial process can still write.
+    _wait_for(lambda: not _trial_processes(), 60, "the killed driver's trial processes to exit")
+    before = read_records(run_dir)
+    rungs_before = json.loads((run_dir / "asha_rungs.json").read_text())
+
+    result = run_cli("resume", str(run_dir), timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = read_records(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["finished"], summary
+    assert set(summary["trials"]) <= {"completed", "stopped"}, summary
+    assert len(json.loads((run_dir / "manifest.json").read_text())["sessions"]) == 2
+
+    resumed_from = {}
+    for trial, records in before.items():
+        new = after[trial][len(records):]
+        assert after[trial][: len(records)] == records, "records are append-only"
+        if any(r.get("final") for r in records):
+            assert new == [], f"finished trial {trial} was run again"
+            continue
+        last = max(r["epoch"] for r in records)
+        trained_again = [r["epoch"] for r in new if not r.get("final") and r["epoch"] <= last]
+        assert trained_again == [], f"trial {trial} trained epochs {trained_again} again (had {last})"
+        if new:
+            resumed_from[trial] = (last, min(r["epoch"] for r in new))
+            assert all(r["session"] == 2 for r in new)
+    # Trials interrupted mid-way continued at their next epoch, not at epoch 1.
+    assert any(start == last + 1 and last >= 1 for last, start in resumed_from.values()), resumed_from
+
+    rungs = json.loads((run_dir / "asha_rungs.json").read_text())
+    rungs_after = {rung["milestone"]: rung["recorded"] for rung in rungs}
+    for rung in rungs_before:
+        for trial, value in rung["recorded"].items():
+            assert rungs_after[rung["milestone"]].get(trial) == value, (rung["milestone"], trial)
