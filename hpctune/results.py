@@ -14,7 +14,7 @@ import yaml
 
 from hpctune.rundir import RunDir, atomic_write_json, atomic_write_text
 from hpctune.spec import RunSpec
-from hpctune.trial import RECORDS, EpochRecords, completed_epochs
+from hpctune.trial import RECORDS, RESUME_WEIGHTS, EpochRecords, completed_epochs
 
 # Ray's trial status -> what it means for a trial that did not finish its own training.
 _UNFINISHED_STATE = {"TERMINATED": "stopped", "ERROR": "error", "RUNNING": "interrupted",
@@ -82,6 +82,9 @@ def collect(rundir: RunDir, spec: RunSpec) -> SearchResult:
 def write_results(rundir: RunDir, spec: RunSpec) -> SearchResult:
     """Write results.csv, best_hyperparameters.yaml, best.pt and summary.json; return the result."""
     result = collect(rundir, spec)
+    for row in result.table:
+        if row["state"] in {"completed", "stopped"}:  # never runs again: its resume copy is dead weight
+            (rundir.trial_dir(row["trial_id"]) / RESUME_WEIGHTS).unlink(missing_ok=True)
     _write_csv(rundir.results_csv, result.table)
     if result.best_trial is not None:
         best = next(r for r in result.table if r["trial_id"] == result.best_trial)

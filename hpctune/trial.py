@@ -105,7 +105,8 @@ def train_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     if history and history[-1].get("final"):
         return
     done = history[-1]["epoch"] if history else 0
-    session = {"session": settings["session"], "node": os.uname().nodename, "pid": os.getpid()}
+    session = {"session": settings["session"], "node": os.uname().nodename, "pid": os.getpid(),
+               "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}  # the GPUs Ray gave this trial
     if done >= settings["epochs"]:
         final = _final_evaluation(folder, settings)
     else:
@@ -115,8 +116,11 @@ def train_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     _report(record)
 
 
+FORCE_CPU = "HPCTUNE_FORCE_CPU"  # "1": train on the CPU even where Ray assigned GPUs (tests with fake GPUs)
+
+
 def _train_args(config: dict[str, Any], settings: dict[str, Any], folder: Path) -> dict[str, Any]:
-    gpus = settings["gpu_per_trial"]
+    gpus = 0 if os.environ.get(FORCE_CPU) == "1" else settings["gpu_per_trial"]
     return {
         **settings["train_args"],
         **config,
@@ -176,6 +180,6 @@ def _final_evaluation(folder: Path, settings: dict[str, Any]) -> dict[str, float
     args = _train_args({}, settings, folder)
     results = YOLO(str(best)).val(
         data=args["data"], device=args["device"], imgsz=args.get("imgsz", 640), batch=args.get("batch", 16),
-        plots=False, project=args["project"], name=f"{folder.name}-final-val", exist_ok=True,
+        plots=False, project=str(folder), name="final-val", exist_ok=True,
     )
     return _numbers(results.results_dict)
