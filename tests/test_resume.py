@@ -33,30 +33,47 @@ def _trial_processes() -> list[psutil.Process]:
     return found
 
 
-def _mid_run(run_dir: Path, epochs: int) -> bool:
-    """True once one trial has finished and another is early enough in its training that it will still
-    be unfinished after the epoch it may complete while Ray takes it down with the killed driver."""
+def _ray_statuses(run_dir: Path) -> dict[str, str]:
+    """Trial statuses in Ray's newest experiment snapshot ({} while none is readable)."""
+    states = sorted((run_dir / "tune").glob("experiment_state-*.json"))
+    try:
+        trial_data = json.loads(states[-1].read_text())["trial_data"]
+    except (IndexError, OSError, ValueError, KeyError):
+        return {}
+    trials = [json.loads(state) for state, _ in trial_data]
+    return {trial["trial_id"]: trial["status"] for trial in trials}
+
+
+EPOCHS, GRACE = 5, 2  # one ASHA rung at epoch 2 (reduction factor 3)
+
+
+def _mid_run(run_dir: Path) -> dict[str, str] | None:
+    """Ray's statuses once one trial is done and another is past the rung, mid-way: late enough to
+    have checkpointed epochs, early enough to be unfinished after the epoch it may still complete
+    while Ray takes it down with the killed driver."""
     if not (run_dir / "trials").exists():
-        return False
+        return None
+    statuses = _ray_statuses(run_dir)
     records = read_records(run_dir)
-    finished = [t for t, rs in records.items() if any(r.get("final") for r in rs)]
-    in_flight = [t for t, rs in records.items() if rs and max(r["epoch"] for r in rs) <= epochs - 2]
-    return bool(finished and in_flight)
+    in_flight = [t for t, rs in records.items() if rs and max(r["epoch"] for r in rs) == EPOCHS - 2]
+    done = [t for t, status in statuses.items() if status == "TERMINATED"]
+    return statuses if done and in_flight else None
 
 
 def test_sigkill_then_resume_loses_nothing(shared_tmp, learnable_data):
     (shared_tmp / "space.yaml").write_text(QUICK_SPACE)
     run_dir = shared_tmp / "killed"
     driver = subprocess.Popen(
-        [*HPCTUNE, "tune", "model=yolov8n.yaml", f"data={learnable_data}", "epochs=4", *QUICK_TRAIN_ARGS,
-         "--space", str(shared_tmp / "space.yaml"), "--grace-period", "2", "--reduction-factor", "2",
+        [*HPCTUNE, "tune", "model=yolov8n.yaml", f"data={learnable_data}", f"epochs={EPOCHS}", *QUICK_TRAIN_ARGS,
+         "--space", str(shared_tmp / "space.yaml"), "--grace-period", str(GRACE), "--reduction-factor", "3",
          "--max-samples", "5", "--seed", "5", "--storage", str(shared_tmp), "--name", "killed"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
-        _wait_for(lambda: _mid_run(run_dir, 4) or driver.poll() is not None, 900, "a finished and a running trial")
+        _wait_for(lambda: _mid_run(run_dir) or driver.poll() is not None, 900, "a finished and a running trial")
         assert driver.poll() is None, "the search ended before it could be interrupted"
         os.kill(driver.pid, signal.SIGKILL)
+        done_at_kill = {t for t, status in _ray_statuses(run_dir).items() if status == "TERMINATED"}
         driver.wait()
     finally:
         if driver.poll() is None:
@@ -78,7 +95,7 @@ def test_sigkill_then_resume_loses_nothing(shared_tmp, learnable_data):
     for trial, records in before.items():
         new = after[trial][len(records):]
         assert after[trial][: len(records)] == records, "records are append-only"
-        if any(r.get("final") for r in records):
+        if trial in done_at_kill or any(r.get("final") for r in records):
             assert new == [], f"finished trial {trial} was run again"
             continue
         last = max(r["epoch"] for r in records)
