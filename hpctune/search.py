@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,11 +26,13 @@ log = logging.getLogger(__name__)
 # Snapshot the experiment after every result: a resumed trial then repeats at most the epoch in
 # flight, and ASHA's rungs (saved in the same snapshot) always agree with the trials' states.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: Ray silent, hpctune.progress prints
 
 
-def run(run_dir: str | Path, address: str | None = None) -> SearchResult:
-    """Run (or resume) the search stored in run_dir; `address` names a running Ray cluster."""
+def run(run_dir: str | Path, address: str | None = None, on_connect: Callable[[], None] | None = None) -> SearchResult:
+    """Run (or resume) the search stored in run_dir; `address` names a running Ray cluster.
+    `on_connect` is called once Ray is connected (ray.init() replaces the SIGTERM handler, so a
+    caller's signal handlers go in there: see hpctune.interrupt)."""
     rundir = RunDir(run_dir)
     manifest = rundir.read_manifest()
     spec = RunSpec.from_dict(manifest["spec"])
@@ -39,6 +41,8 @@ def run(run_dir: str | Path, address: str | None = None) -> SearchResult:
         log.info("hpctune session %d of run %s", session, rundir.path)
         env = offline.prepare(rundir.env_dir)
         with _ray(address, env, spec):
+            if on_connect is not None:
+                on_connect()
             _tuner(rundir, spec, manifest["configs"], session).fit()
         return write_results(rundir, spec)
 
@@ -60,7 +64,12 @@ def _ray(address: str | None, env: dict[str, str], spec: RunSpec) -> Iterator[No
         # A private local cluster: never attach to a stale one named in /tmp/ray.
         from hpctune.spec import Resources
 
-        resources = Resources.detect()
+        if spec.simulate:  # a benchmark: fake GPUs, one CPU each (the stand-in trials sleep)
+            from hpctune.simulate import local_resources
+
+            resources = Resources(*local_resources(spec))
+        else:
+            resources = Resources.detect()
         kwargs.update(address="local", num_cpus=resources.cpus, num_gpus=resources.gpus, include_dashboard=False)
     else:
         kwargs["address"] = address
@@ -79,9 +88,10 @@ def _tuner(rundir: RunDir, spec: RunSpec, configs: list[dict[str, Any]], session
         "trials_dir": str(rundir.trials), "model": spec.model, "data": str(rundir.data_yaml if spec.data_config
         else spec.data), "epochs": spec.epochs, "train_args": spec.train_args,
         "gpu_per_trial": spec.gpu_per_trial, "cpus_per_trial": spec.cpus_per_trial, "session": session,
+        "simulate": spec.simulate,
     }
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, settings=settings),
+        tune.with_parameters(_trainable(spec), settings=settings),
         {"cpu": spec.cpus_per_trial, "gpu": spec.gpu_per_trial},
     )
     if rundir.has_experiment_state():
@@ -117,6 +127,15 @@ def _tuner(rundir: RunDir, spec: RunSpec, configs: list[dict[str, Any]], session
             verbose=progress.ray_verbosity(),
         ),
     )
+
+
+def _trainable(spec: RunSpec) -> Callable[..., None]:
+    """The YOLO trainable, or the stand-in of hpctune.simulate for a simulated (benchmark) run."""
+    if spec.simulate:
+        from hpctune.simulate import simulated_trial
+
+        return simulated_trial
+    return train_trial
 
 
 @contextmanager

@@ -107,8 +107,9 @@ def main() -> None:
     print(f"budget: {args.trials} trials x {args.epochs} epochs, ASHA grace {args.grace}, rf 3, seed {args.seed}, "
           f"{len(os.sched_getaffinity(0))} CPUs, {DEMO_DATASET}")
     for side, o in outcomes.items():
+        delivered = "yes" if o["final_weights"] else "no"
         print(f"{side:12s} wall {o['wall_s']:7.1f} s  best {METRIC} {o['best_metric']:.4f}  "
-              f"epochs trained {o['epochs_trained']:3d}  final weights delivered: {'yes' if o['final_weights'] else 'no'}")
+              f"epochs trained {o['epochs_trained']:3d}  final weights delivered: {delivered}")
     ratio = outcomes["hpctune"]["wall_s"] / outcomes["ultralytics"]["wall_s"]
     print(f"wall-time ratio hpctune / ultralytics: {ratio:.2f}x (target <= 0.80x at an equal or better best metric)")
 
