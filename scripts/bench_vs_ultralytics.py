@@ -23,33 +23,37 @@ METRIC = "metrics/mAP50-95(B)"
 
 
 def common(args) -> dict:
-    from hpctune.demo import DEMO_TRAIN_ARGS
+    from hpctune.demo import DEMO_SPACE, DEMO_TRAIN_ARGS
 
-    train = {k: v for k, v in DEMO_TRAIN_ARGS.items() if k not in {"lr0", "momentum", "device", "workers", "plots",
-                                                                    "verbose", "val"}}
-    return {"train": train, "epochs": args.epochs, "grace": args.grace, "trials": args.trials, "seed": args.seed}
+    # What a user would type on either side; each tool keeps its own defaults for the rest
+    # (workers, plots), which is part of what is compared.
+    train = {k: v for k, v in DEMO_TRAIN_ARGS.items() if k not in {"workers", "plots", "val"}}
+    return {"train": train, "space": DEMO_SPACE, "epochs": args.epochs, "grace": args.grace,
+            "trials": args.trials, "seed": args.seed}
 
 
 def run_ultralytics(data: str, workdir: Path, settings: dict) -> dict:
     import numpy as np
     import ray
     import torch
-    from ray import tune
     from ultralytics import YOLO
 
     np.random.seed(settings["seed"])  # Ray's random search draws from numpy's global generator
     ray.init(address="local", num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False, log_to_driver=False)
-    space = {"lr0": tune.loguniform(1e-5, 1e-1), "momentum": tune.uniform(0.6, 0.98)}
+    from hpctune.space import to_ray_space
+
     grid = YOLO("yolov8n.yaml").tune(
-        data=data, space=space, grace_period=settings["grace"], gpu_per_trial=0, iterations=settings["trials"],
-        use_ray=True, search_alg=None, epochs=settings["epochs"], optimizer="SGD", device="cpu",
+        data=data, space=to_ray_space(settings["space"]), grace_period=settings["grace"], gpu_per_trial=0,
+        iterations=settings["trials"], use_ray=True, search_alg=None, epochs=settings["epochs"], device="cpu",
         project=str(workdir), name="ultralytics", **settings["train"],
     )
     best = grid.get_best_result(METRIC, "max")
-    weights = list(Path(workdir).rglob("weights/best.pt"))
-    stripped = [w for w in weights if torch.load(w, weights_only=False).get("optimizer") is None]
-    return {"best_metric": best.metrics.get(METRIC), "final_weights": bool(stripped),
-            "trials": len(grid), "epochs_trained": sum(r.metrics.get("epoch", 0) for r in grid)}
+    # The best trial's own weights: stripped only if Ultralytics' final evaluation ran before Ray stopped it.
+    suffix = best.metrics["trial_id"].split("_")[-1]
+    weights = next(Path(workdir).rglob(f"*_{suffix}/weights/best.pt"), None)
+    final = weights is not None and torch.load(weights, weights_only=False).get("optimizer") is None
+    return {"best_metric": best.metrics.get(METRIC), "final_weights": final, "trials": len(grid),
+            "epochs_trained": sum(r.metrics.get("training_iteration", 0) for r in grid)}
 
 
 def run_hpctune(data: str, workdir: Path, settings: dict) -> dict:
@@ -58,10 +62,9 @@ def run_hpctune(data: str, workdir: Path, settings: dict) -> dict:
     import hpctune
 
     result = hpctune.tune(
-        model="yolov8n.yaml", data=data, space={"lr0": {"loguniform": [1e-5, 1e-1]},
-                                               "momentum": {"uniform": [0.6, 0.98]}},
-        grace_period=settings["grace"], gpu_per_trial=0, max_samples=settings["trials"], epochs=settings["epochs"],
-        seed=settings["seed"], storage=str(workdir), name="hpctune", optimizer="SGD", **settings["train"],
+        model="yolov8n.yaml", data=data, space=settings["space"], grace_period=settings["grace"], gpu_per_trial=0,
+        max_samples=settings["trials"], epochs=settings["epochs"], seed=settings["seed"], storage=str(workdir),
+        name="hpctune", **settings["train"],
     )
     final = result.best_weights is not None and torch.load(result.best_weights, weights_only=False)["optimizer"] is None
     return {"best_metric": result.best_metric, "final_weights": final, "trials": len(result.table),
@@ -90,10 +93,14 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="hpctune-bench-", dir=REPO / ".test-shared"))
     data = make_demo_dataset(workdir / "data", **DEMO_DATASET, seed=0)
-    env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(workdir / "ultralytics-config")}
-    from hpctune.offline import prepare
+    # Offline on both sides. Ultralytics keeps its default settings (its raytune callback reports each
+    # epoch to ASHA); it only gets the font it would otherwise download. hpctune prepares its own.
+    fonts = workdir / "ultralytics-config" / "Ultralytics"
+    fonts.mkdir(parents=True)
+    from hpctune.offline import _install_fonts
 
-    env.update(prepare(workdir / "env"))  # the same offline settings for both sides
+    _install_fonts(fonts)
+    env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(workdir / "ultralytics-config")}
     outcomes = {}
     for side in ("ultralytics", "hpctune"):
         command = [sys.executable, __file__, "--one", side, "--data", str(data), "--workdir", str(workdir / side),
