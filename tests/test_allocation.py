@@ -30,6 +30,7 @@ STEP_ENV = {
     "CUDA_VISIBLE_DEVICES": "0,1",
     "SLURMD_NODENAME": "n2",
     "SLURM_SUBMIT_DIR": "/home/ada/project",
+    "SLURM_MEM_PER_NODE": "1024",
 }
 
 # The batch script of the same job (no step variables, no SLURM_NODEID on some versions).
@@ -43,6 +44,7 @@ BATCH_ENV = {
     "SLURMD_NODENAME": "n1",
     "SLURM_SUBMIT_DIR": "/home/ada/project",
     "SLURM_RESTART_COUNT": "2",
+    "SLURM_MEM_PER_CPU": "1500",
 }
 
 
@@ -94,6 +96,7 @@ def test_step_on_second_node():
         submit_dir="/home/ada/project",
         local_rank=0,
         tasks_on_node=1,
+        mem_mb=1024,
     )
     assert a.num_nodes == 3 and a.hostname == "n2" and a.head_hostname == "n1"
     assert not a.is_head
@@ -103,6 +106,17 @@ def test_batch_script_is_head_on_first_node():
     a = Allocation.from_env(BATCH_ENV)
     assert a.node_rank == 0 and a.is_head and a.hostname == "n1"
     assert a.step_id is None and a.restart_count == 2 and a.gpus == 0 and a.cpus == 4
+    assert a.mem_mb == 6000  # SLURM_MEM_PER_CPU x CPUs on the node
+
+
+@pytest.mark.parametrize(
+    "mem_env, mem_mb",
+    [({}, None), ({"SLURM_MEM_PER_NODE": "0"}, None), ({"SLURM_MEM_PER_NODE": "32000"}, 32000),
+     ({"SLURM_MEM_PER_CPU": "700"}, 2800)],
+)
+def test_memory(mem_env, mem_mb):
+    base = {k: v for k, v in STEP_ENV.items() if not k.startswith("SLURM_MEM")}
+    assert Allocation.from_env({**base, **mem_env}).mem_mb == mem_mb
 
 
 def test_step_nodelist_wins_over_job_nodelist():

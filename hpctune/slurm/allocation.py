@@ -150,6 +150,7 @@ class Allocation:
     submit_dir: str | None = None
     local_rank: int = 0
     tasks_on_node: int = 1
+    mem_mb: int | None = None  # memory of this job on this node, None if SLURM did not say
 
     @property
     def num_nodes(self) -> int:
@@ -231,6 +232,11 @@ class Allocation:
             except ValueError:
                 tasks_on_node = 1
 
+        mem_mb = _int(env, "SLURM_MEM_PER_NODE", None)
+        if not mem_mb:  # unset, or 0 = "all of the node's memory"
+            per_cpu = _int(env, "SLURM_MEM_PER_CPU", None)
+            mem_mb = per_cpu * cpus if per_cpu else None
+
         return cls(
             job_id=job_id,
             nodes=nodes,
@@ -242,4 +248,5 @@ class Allocation:
             submit_dir=(env.get("SLURM_SUBMIT_DIR") or None),
             local_rank=_int(env, "SLURM_LOCALID", 0) or 0,
             tasks_on_node=tasks_on_node,
+            mem_mb=mem_mb,
         )
