@@ -40,7 +40,7 @@ def tune(
 ) -> SearchResult:
     """Run an ASHA search over YOLO training; extra keyword arguments are training arguments,
     as in Ultralytics' `model.tune(data=..., epochs=30, imgsz=320)`."""
-    from hpctune import search
+    from hpctune import launch
 
     spec = build_spec(
         model=model, data=data, space=space, grace_period=grace_period, gpu_per_trial=gpu_per_trial,
@@ -48,8 +48,9 @@ def tune(
         reduction_factor=reduction_factor, seed=seed, name=name, storage=storage, cpus_per_trial=cpus_per_trial,
         wandb=wandb,
     )
+    launch.check_local_run(spec, address)
     rundir = create_run(spec)
-    return search.run(rundir.path, address=address)
+    return launch.run_search(rundir.path, address=address)
 
 
 def create_run(spec: RunSpec) -> RunDir:
@@ -78,10 +79,10 @@ def create_run(spec: RunSpec) -> RunDir:
 
 def resume(run_dir: str | Path, address: str | None = None) -> SearchResult:
     """Continue an interrupted search from its run directory."""
-    from hpctune import search
+    from hpctune import launch
 
     RunDir(run_dir).read_manifest()  # a clear error before Ray starts, if this is no run
-    return search.run(run_dir, address=address)
+    return launch.run_search(run_dir, address=address)
 
 
 def load_run(run_dir: str | Path) -> SearchResult:

@@ -38,14 +38,16 @@ class SearchResult:
         return pd.DataFrame(self.table)
 
 
-def trial_rows(rundir: RunDir, spec: RunSpec) -> list[dict[str, Any]]:
-    """One row per trial Ray knows: state, epochs trained, last and best metric, its configuration."""
-    from ray.tune import ExperimentAnalysis
+def trial_rows(rundir: RunDir, spec: RunSpec, trials: list | None = None) -> list[dict[str, Any]]:
+    """One row per trial Ray knows: state, epochs trained, last and best metric, its configuration.
+    `trials`: Ray's live Trial objects (a callback's), instead of loading the experiment state."""
+    if trials is None:
+        from ray.tune import ExperimentAnalysis
 
-    analysis = ExperimentAnalysis(str(rundir.experiment))
+        trials = ExperimentAnalysis(str(rundir.experiment)).trials
     rows = []
-    for trial in sorted(analysis.trials, key=lambda t: t.trial_id):
-        history = completed_epochs(EpochRecords(rundir.trial_dir(trial.trial_id) / RECORDS).read())
+    for trial in sorted(trials, key=lambda t: t.trial_id):
+        history = _history(rundir.trial_dir(trial.trial_id) / RECORDS)
         values = [r["metrics"].get(spec.metric) for r in history if spec.metric in r["metrics"]]
         finished = bool(history and history[-1].get("final"))
         rows.append({
@@ -58,6 +60,23 @@ def trial_rows(rundir: RunDir, spec: RunSpec) -> list[dict[str, Any]]:
             **{f"config/{k}": v for k, v in trial.config.items()},
         })
     return rows
+
+
+_HISTORIES: dict[Path, tuple[tuple[int, int, int], list[dict[str, Any]]]] = {}
+
+
+def _history(path: Path) -> list[dict[str, Any]]:
+    """completed_epochs of a trial's records, parsed again only when the file changed (a live table
+    of thousands of trials reads each finished trial once)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return []
+    key = (st.st_ino, st.st_size, st.st_mtime_ns)
+    cached = _HISTORIES.get(path)
+    if cached is None or cached[0] != key:
+        cached = _HISTORIES[path] = (key, completed_epochs(EpochRecords(path).read()))
+    return cached[1]
 
 
 def collect(rundir: RunDir, spec: RunSpec) -> SearchResult:

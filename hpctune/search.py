@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hpctune import asha, offline, progress, tracking
+from hpctune import asha, offline, progress, scale, tracking
 from hpctune.results import SearchResult, write_results
 from hpctune.rundir import RunDir
 from hpctune.space import to_ray_space
@@ -23,9 +23,7 @@ from hpctune.trial import train_trial
 
 log = logging.getLogger(__name__)
 
-# Snapshot the experiment after every result: a resumed trial then repeats at most the epoch in
-# flight, and ASHA's rungs (saved in the same snapshot) always agree with the trials' states.
-os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+# Experiment snapshots, actor reuse and the state kept per trial: see hpctune.scale.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: Ray silent, hpctune.progress prints
 
 
@@ -94,8 +92,10 @@ def _tuner(rundir: RunDir, spec: RunSpec, configs: list[dict[str, Any]], session
         tune.with_parameters(_trainable(spec), settings=settings),
         {"cpu": spec.cpus_per_trial, "gpu": spec.gpu_per_trial},
     )
+    scale.apply_ray_env(spec.cpus_per_trial, spec.gpu_per_trial)
     if rundir.has_experiment_state():
         log.info("restoring the search from %s", rundir.experiment)
+        scale.prune_stale_states(rundir.experiment)
         tuner = tune.Tuner.restore(str(rundir.experiment), trainable, resume_unfinished=True, resume_errored=True)
         internal = tuner._local_tuner
         keeper = next(cb for cb in internal._run_config.callbacks if isinstance(cb, asha.SchedulerStateKeeper))
@@ -112,7 +112,8 @@ def _tuner(rundir: RunDir, spec: RunSpec, configs: list[dict[str, Any]], session
             scheduler=scheduler,
             search_alg=BasicVariantGenerator(points_to_evaluate=[dict(c) for c in configs]),
             num_samples=len(configs),
-            trial_dirname_creator=lambda trial: trial.trial_id,
+            trial_dirname_creator=scale.dirname_creator(),
+            reuse_actors=scale.reuse_actors(),
         ),
         run_config=tune.RunConfig(
             name=rundir.experiment.name,
@@ -121,6 +122,7 @@ def _tuner(rundir: RunDir, spec: RunSpec, configs: list[dict[str, Any]], session
                 asha.SchedulerStateKeeper(scheduler, rundir.asha_rungs),
                 *tracking.callbacks(spec, rundir),
                 *progress.callbacks(spec, rundir),
+                *scale.callbacks(spec.metric),
             ],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=2),

@@ -52,6 +52,7 @@ class RunSpec:
     data_config: dict[str, Any] = field(default_factory=dict)
     wandb: dict[str, Any] = field(default_factory=dict)  # empty: no W&B; else project, entity, group, mode
     cluster: dict[str, Any] = field(default_factory=dict)  # empty: local; else the SLURM settings of the job
+    simulate: dict[str, Any] = field(default_factory=dict)  # empty: YOLO trials; else hpctune.simulate's stand-in
 
     @property
     def run_dir(self) -> Path:

@@ -97,49 +97,43 @@ class _Guarded(Callback):
 # ---------------------------------------------------------------- results.csv, live
 
 class ResultsTableCallback(_Guarded):
-    """Keeps RUN_DIR/results.csv current while the search runs (every 30 s and when a trial ends).
+    """Keeps RUN_DIR/results.csv current while the search runs (every 30 s, and when a trial ends
+    if the last write is 5 s old or more).
 
-    Ray rewrites its experiment state while this reads it: a failed read is skipped, not fatal.
+    The rows come from Ray's live trial list and the trials' records (each parsed again only when
+    it changed): a write never loads the experiment state, whose size grows with the trials.
     """
 
-    def __init__(self, run_dir: Path, spec: RunSpec, interval_s: float = 30.0):
+    def __init__(self, run_dir: Path, spec: RunSpec, interval_s: float = 30.0, end_gap_s: float = 5.0):
         self.run_dir = Path(run_dir)
         self.spec = spec
         self.interval_s = interval_s
+        self.end_gap_s = end_gap_s
         self._written = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_written": 0.0, "_broken": False}
 
-    def _write(self, force: bool) -> None:
-        if not force and time.monotonic() - self._written < self.interval_s:
+    def _write(self, trials, gap_s: float) -> None:
+        if time.monotonic() - self._written < gap_s:
             return
         self._written = time.monotonic()
-        rundir = RunDir(self.run_dir)
-        if not rundir.has_experiment_state():
-            return
         from hpctune.results import _write_csv, trial_rows
 
-        quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)  # trials not started yet have no results: not worth a warning
-        try:
-            rows = trial_rows(rundir, self.spec)
-        finally:
-            quiet.setLevel(level)
-        _write_csv(rundir.results_csv, rows)
+        rundir = RunDir(self.run_dir)
+        _write_csv(rundir.results_csv, trial_rows(rundir, self.spec, trials))
 
-    def _try(self, force: bool) -> None:
+    def _try(self, trials, gap_s: float) -> None:
         try:
-            self._write(force)
+            self._write(trials, gap_s)
         except Exception as exc:  # noqa: BLE001  (the next write will do)
             log.debug("results.csv not refreshed: %s: %s", type(exc).__name__, exc)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self._try(False)
+        self._try(trials, self.interval_s)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._try(True)
+        self._try(trials, min(self.interval_s, self.end_gap_s))
 
 
 # ---------------------------------------------------------------- TensorBoard
@@ -168,8 +162,7 @@ class TensorBoardCallback(_Guarded):
         epoch = int(result.get("epoch") or result.get("training_iteration") or 0)
         writer = self._writer(trial)
         for key, value in trial_metrics(result).items():
-            writer.add_scalar(key, value, epoch)
-        writer.flush()
+            writer.add_scalar(key, value, epoch)  # written within flush_secs, and on close: no fsync per result
 
     def _close(self, trial) -> None:
         writer = self._writers.pop(trial.trial_id, None)

@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,11 @@ def _driver_epoch() -> int:
 
 
 def _report(record: dict[str, Any]) -> None:
-    tune.report({**record["metrics"], "epoch": record["epoch"]}, checkpoint=_epoch_checkpoint(record["epoch"]))
+    checkpoint = _epoch_checkpoint(record["epoch"])
+    try:
+        tune.report({**record["metrics"], "epoch": record["epoch"]}, checkpoint=checkpoint)
+    finally:  # Ray copied it to storage: the local folder would pile up in /tmp, one per epoch
+        shutil.rmtree(checkpoint.path, ignore_errors=True)
 
 
 def _copy_atomic(source: Path, target: Path) -> None:
@@ -94,6 +99,23 @@ def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
 
 def train_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     """Ray Tune function trainable. `settings` holds the run's fixed arguments (see search.py)."""
+    run_trial(config, settings, _train, _final_evaluation)
+
+
+EpochDone = Callable[..., None]  # epoch_done(epoch, metrics, extra=None)
+
+
+def run_trial(
+    config: dict[str, Any],
+    settings: dict[str, Any],
+    train: Callable[[dict[str, Any], dict[str, Any], Path, int, EpochDone], dict[str, float]],
+    evaluate: Callable[[Path, dict[str, Any]], dict[str, float]],
+) -> None:
+    """The protocol of every hpctune trainable (this YOLO one, and hpctune.simulate's stand-in):
+    replay the reports the driver missed, then `train(config, settings, folder, done, epoch_done)`
+    trains from epoch done + 1, calling `epoch_done(epoch, metrics)` once each epoch's state is
+    safe, and returns the final metrics; `evaluate(folder, settings)` gives them when training had
+    ended but its final record was lost."""
     trial_id = tune.get_context().get_trial_id()
     folder = Path(settings["trials_dir"]) / trial_id
     records = EpochRecords(folder / RECORDS)
@@ -107,10 +129,17 @@ def train_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     done = history[-1]["epoch"] if history else 0
     session = {"session": settings["session"], "node": os.uname().nodename, "pid": os.getpid(),
                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}  # the GPUs Ray gave this trial
+
+    def epoch_done(epoch: int, metrics: dict[str, float], extra: dict[str, Any] | None = None) -> None:
+        record = {"epoch": epoch, "metrics": metrics, "time": time.time(), **session, **(extra or {})}
+        records.append(record)
+        if epoch < settings["epochs"]:
+            _report(record)
+
     if done >= settings["epochs"]:
-        final = _final_evaluation(folder, settings)
+        final = evaluate(folder, settings)
     else:
-        final = _train(config, settings, folder, records, done, session)
+        final = train(config, settings, folder, done, epoch_done)
     record = {"epoch": settings["epochs"], "final": True, "metrics": final, "time": time.time(), **session}
     records.append(record)
     _report(record)
@@ -133,7 +162,7 @@ def _train_args(config: dict[str, Any], settings: dict[str, Any], folder: Path) 
     }
 
 
-def _train(config, settings, folder: Path, records: EpochRecords, done: int, session: dict) -> dict[str, float]:
+def _train(config, settings, folder: Path, done: int, epoch_done: EpochDone) -> dict[str, float]:
     import torch
     from ultralytics import YOLO
 
@@ -156,10 +185,7 @@ def _train(config, settings, folder: Path, records: EpochRecords, done: int, ses
             state["final"] = metrics
             return
         _copy_atomic(trainer.last, folder / RESUME_WEIGHTS)
-        record = {"epoch": epoch, "metrics": metrics, "time": time.time(), **session}
-        records.append(record)
-        if epoch < settings["epochs"]:
-            _report(record)
+        epoch_done(epoch, metrics)
 
     model.add_callback("on_train_epoch_end", on_train_epoch_end)
     model.add_callback("on_fit_epoch_end", on_fit_epoch_end)

@@ -24,12 +24,17 @@ def _wait_for(condition, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def _trial_processes() -> list[psutil.Process]:
+def _trial_processes(run_dir: Path) -> list[psutil.Process]:
+    """Ray worker processes of this run (its runtime environment names the run directory)."""
     found = []
     for process in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(process.info["cmdline"] or [])
-        if "ray::ImplicitFunc" in cmdline or "ray::train_trial" in cmdline:
-            found.append(process)
+        if not " ".join(process.info["cmdline"] or []).startswith("ray::"):
+            continue
+        try:
+            if str(run_dir) in process.environ().get("YOLO_CONFIG_DIR", ""):
+                found.append(process)
+        except psutil.Error:
+            continue
     return found
 
 
@@ -79,7 +84,7 @@ def test_sigkill_then_resume_loses_nothing(shared_tmp, learnable_data):
         if driver.poll() is None:
             driver.kill()
     # Ray takes the trials down with their driver; wait until no trial process can still write.
-    _wait_for(lambda: not _trial_processes(), 60, "the killed driver's trial processes to exit")
+    _wait_for(lambda: not _trial_processes(run_dir), 60, "the killed driver's trial processes to exit")
     before = read_records(run_dir)
     rungs_before = json.loads((run_dir / "asha_rungs.json").read_text())
 
