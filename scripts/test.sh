@@ -3,6 +3,17 @@
 # (as root; skipped with a notice otherwise), run pytest, tear the cluster down. Extra arguments go to pytest.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# The Slurm test nodes, like real compute nodes, have a private /tmp: a checkout there (and the
+# venv and test folders inside it) would be invisible to them. Run from a copy on shared storage.
+case "$repo" in
+  /tmp/*|/dev/shm/*)
+    shared_copy="${HPCTUNE_SHARED_CHECKOUT:-/var/lib/hpctune-checkout}"
+    echo "test: $repo is node-local for the Slurm test nodes; running from a copy in $shared_copy"
+    rm -rf "$shared_copy" && mkdir -p "$shared_copy"
+    tar -C "$repo" --exclude=./.venv --exclude=./.test-shared -cf - . | tar -C "$shared_copy" -xf -
+    exec bash "$shared_copy/scripts/test.sh" "$@"
+    ;;
+esac
 cd "$repo"
 bash scripts/setup-env.sh test
 if [ "$(id -u)" = 0 ]; then
