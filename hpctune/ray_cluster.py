@@ -261,6 +261,7 @@ def _head(node: _Node, timeout_s: float, t0: float) -> Iterator[ClusterHandle]:
                                     dict(driver_env), joined_s)
             finally:
                 disconnect_driver()
+        refresh_ray_env()  # forget this cluster's token: a later ray.init in this process has its own
     finally:
         with contextlib.suppress(OSError):
             write_private(node.shutdown_file, node.nonce)

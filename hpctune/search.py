@@ -57,6 +57,8 @@ def _start_session(rundir: RunDir, manifest: dict[str, Any]) -> int:
 def _ray(address: str | None, env: dict[str, str], spec: RunSpec) -> Iterator[None]:
     import ray
 
+    from hpctune.ray_driver import refresh_ray_env
+
     kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env}, "log_to_driver": False}
     if address is None:
         # A private local cluster: never attach to a stale one named in /tmp/ray.
@@ -71,6 +73,7 @@ def _ray(address: str | None, env: dict[str, str], spec: RunSpec) -> Iterator[No
         kwargs.update(address="local", num_cpus=resources.cpus, num_gpus=resources.gpus, include_dashboard=False)
     else:
         kwargs["address"] = address
+    refresh_ray_env()  # auth settings Ray cached from an earlier cluster in this process are stale
     ray.init(**kwargs)
     try:
         yield
