@@ -1,30 +1,34 @@
 #!/usr/bin/env python
 """Scale benchmark: simulated searches (hpctune.simulate) through the real search.run, on fake GPUs.
 
-    # everything, on the local 3-node Slurm cluster (scripts/slurm-cluster-up.sh), 8 fake GPUs per node:
-    .venv/bin/python scripts/bench_scale.py all
-    # parts:
-    .venv/bin/python scripts/bench_scale.py slurm --trials 1000 --nodes 3 --gpus-per-node 8
-    .venv/bin/python scripts/bench_scale.py local --trials 200 --slots 8      # one machine, ray.init
-    .venv/bin/python scripts/bench_scale.py save --trials 100 1000 5000       # experiment-state save
-    .venv/bin/python scripts/bench_scale.py throughput --slots 24             # reports/s the driver takes
+    # on the local 3-node Slurm cluster (scripts/slurm-cluster-up.sh), 8 fake GPUs per node:
+    .venv/bin/python scripts/bench_scale.py slurm --trials 1000          # ~20 min: baseline, then hpctune
+    .venv/bin/python scripts/bench_scale.py save --trials 100 1000 5000   # experiment-state save vs trials
+    .venv/bin/python scripts/bench_scale.py throughput --slots 24         # reports/s the driver takes
+    .venv/bin/python scripts/bench_scale.py local --trials 200 --slots 8  # one machine, private Ray
 
-Each utilisation run is done twice in the same job, on the same cluster: `baseline` (hpctune's
-settings before this benchmark: experiment snapshot after every result, no actor reuse, Ray's own
-result loggers) and `hpctune` (the current defaults), and the figures are printed side by side.
+Each command measures two variants in the same process or job: `baseline`, the settings before
+hpctune.scale (HPCTUNE_SCALE_PROFILE=baseline: an experiment snapshot after every driver step, no
+actor reuse, Ray's own loggers, full trial state; and, patched in here, the live results table
+rebuilt from Ray's experiment state at every trial's end and a TensorBoard fsync per result), and
+`hpctune`, the current defaults. The Slurm job runs the baseline first, stopped after
+--baseline-cap-s (it would take hours at 1000 trials), then hpctune to the end.
 
-Figures (see print_run):
-  utilisation  busy slot-seconds / allocated slot-seconds. Busy = the epochs' sleeps (from the
-               `busy` interval in every epoch record). Allocated = slots x wall time, over two
-               windows: `steady` from fit() start until the last trial began its first epoch (there
-               was queued work all along: idle slots are hpctune's or Ray's overhead), and `run`
-               from fit() start to fit() end (adds ASHA's drain: the last promoted trials run alone).
-  per report   the driver process's CPU seconds per reported epoch; the gap a trial waits between
-               two epochs (its report's round trip through the driver).
-  snapshots    number of experiment snapshots and the time each took in the driver.
-  bytes        bytes written to the run directory (shared storage) per reported epoch: final sizes
-               of the files that are only appended to, one checkpoint folder per report, and every
-               rewrite of the run-level files (polled every 50 ms while the search runs).
+Figures (print_run):
+  utilisation  busy slot-seconds / allocated slot-seconds. Busy = the epochs' sleeps (the `busy`
+               interval in every epoch record). Allocated = slots x wall time over three windows:
+               `steady` from the moment every slot has started its first trial until the last trial
+               starts (work queued all along: idle slots are hpctune's or Ray's overhead); `with
+               ramp-up` from fit() start (adds starting the trial processes); `whole run` to fit()'s
+               end (adds ASHA's drain: the last promoted trials run alone).
+  per report   the driver process's CPU per reported epoch (all its threads, less this probe's); the
+               wait of a trial between two epochs (its report's round trip through the driver);
+               the idle time of a slot between two trials; reports per second.
+  snapshots    experiment snapshots taken, per report, and the time each took in the driver.
+  storage      bytes written to the run directory (shared storage) per report: final sizes of the
+               files that are only appended to, one checkpoint folder per report, and every rewrite
+               of the run-level files (polled every 50 ms); files created per report.
+A run cut short (a preempted Slurm job) is analysed up to the probe's last dump (every 5 s).
 """
 
 from __future__ import annotations
@@ -68,6 +72,33 @@ class Probe:
         self._stop = threading.Event()
         self.poll_cpu = 0.0  # the poller's own CPU seconds, not the driver's
 
+    @property
+    def file(self) -> Path:
+        """Where the figures so far are dumped (beside the run directory, not in it): a run cut
+        short (a preempted job) can still be analysed."""
+        return self.run_dir.parent / f"{self.run_dir.name}.probe.json"
+
+    def dump(self) -> None:
+        state = {k: getattr(self, k) for k in ("fit_start", "fit_end", "cpu_start", "cpu_end", "saves", "syncs",
+                                               "rewrites", "poll_cpu")}
+        state.update(now=time.time(), cpu_now=self._cpu())
+        tmp = self.file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.file)
+
+    @classmethod
+    def load(cls, run_dir: Path) -> Probe:
+        probe = cls(run_dir)
+        state = json.loads(probe.file.read_text())
+        for key in ("fit_start", "fit_end", "cpu_start", "cpu_end", "saves", "syncs", "rewrites", "poll_cpu"):
+            setattr(probe, key, state[key])
+        if probe.fit_end is None:  # cut short: up to the last dump
+            probe.fit_end, probe.cpu_end = state["now"], state["cpu_now"]
+            probe.partial = True
+        return probe
+
+    partial = False
+
     @staticmethod
     def _cpu() -> float:
         usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -75,8 +106,12 @@ class Probe:
 
     def _poll(self) -> None:
         folders = [self.run_dir, self.run_dir / "tune"]
+        dumped = time.monotonic()
         while not self._stop.is_set():
             started = time.thread_time()
+            if self.fit_start is not None and time.monotonic() - dumped > 5:
+                dumped = time.monotonic()
+                self.dump()
             for folder in folders:
                 try:
                     entries = list(os.scandir(folder))
@@ -155,6 +190,7 @@ class Probe:
         finally:
             self._stop.set()
             poller.join()
+            self.dump()
             for owner, name, original in reversed(patches):
                 setattr(owner, name, original)
 
@@ -244,6 +280,8 @@ def analyse(run_dir: Path, probe: Probe, slots: int) -> dict:
         "ideal_s": busy_total / slots,
         "ramp_s": statistics.fmean(t - t0 for t in first_wave),  # fit() start to a slot's first epoch
         "reports_per_s": reports / (t1 - t0),
+        "reports_per_s_steady": (sum(1 for a, b in busy if full <= b <= drain) / (drain - full)
+                                 if drain > full else float("nan")),
         "driver_cpu_s": cpu, "driver_cpu_ms_per_report": 1000 * cpu / max(1, reports),
         "gap_ms_mean": 1000 * statistics.fmean(gaps) if gaps else float("nan"),
         "gap_ms_p95": 1000 * sorted(gaps)[int(0.95 * (len(gaps) - 1))] if gaps else float("nan"),
@@ -320,7 +358,8 @@ def legacy_tracking():
 
 
 def run_variant(variant: str, *, trials: int, slots: int, epochs: int, grace: int, epoch_s: float,
-                seed: int, address: str | None, storage: Path, analyse_run: bool = True) -> dict:
+                seed: int, address: str | None, storage: Path, analyse_run: bool = True,
+                on_created=None) -> dict:
     """One simulated search in this process; `variant` baseline or hpctune."""
     _set_variant(variant)
     from hpctune import search, simulate
@@ -328,6 +367,8 @@ def run_variant(variant: str, *, trials: int, slots: int, epochs: int, grace: in
     name = f"{variant}-{trials}t-{uuid.uuid4().hex[:6]}"
     rundir = simulate.create_run(name=name, storage=storage, trials=trials, epochs=epochs, grace_period=grace,
                                  seed=seed, epoch_s=epoch_s, gpus_per_node=slots)
+    if on_created is not None:
+        on_created(rundir.path)
     probe = Probe(rundir.path)
     profile = os.environ.get("BENCH_PROFILE")  # a file: cProfile of the driver's main thread
     legacy = legacy_tracking() if variant == "baseline" else _nothing()
@@ -426,6 +467,18 @@ def clone_run(source: Path, target: Path, trials: int) -> None:
     shutil.copytree(source / "env", target / "env")
 
 
+def _session_bytes(staging: Path) -> int:
+    """Bytes of one snapshot: the newest session's state files and the rest, less the files of the
+    session the run was restored from (Ray keeps copying those too: see README, Scaling)."""
+    from hpctune.scale import _STATE_FILE
+
+    files = [p for p in staging.iterdir() if p.is_file()]
+    sessions = {m.group(2) for p in files if (m := _STATE_FILE.match(p.name))}
+    newest = max(sessions, default="")
+    return sum(p.stat().st_size for p in files
+               if not ((m := _STATE_FILE.match(p.name)) and m.group(2) != newest))
+
+
 def measure_save(run_dir: Path, dirty: int = 24, repeats: int = 3) -> dict:
     """Restore the run through search._tuner (hpctune's real Tuner) and time Ray's experiment save:
     the full one fit() makes at the end (all trials serialised, upload waited for), then `repeats`
@@ -466,8 +519,7 @@ def measure_save(run_dir: Path, dirty: int = 24, repeats: int = 3) -> dict:
             uploads.append(time.perf_counter() - t)
         figures["save_s"] = statistics.median(saves)
         figures["upload_s"] = statistics.median(uploads)
-        figures["bytes"] = sum(p.stat().st_size for p in Path(self._storage.experiment_driver_staging_path).iterdir()
-                               if p.is_file())
+        figures["bytes"] = _session_bytes(Path(self._storage.experiment_driver_staging_path))
         raise _Measured
 
     tune_controller.TuneController.checkpoint = checkpoint
@@ -539,7 +591,8 @@ def cmd_throughput(args) -> list[dict]:
                         epoch_s=args.epoch_s, seed=args.seed, address=None, storage=SHARED / "throughput")
         f["variant"] = variant
         print_run(f)
-        print(f"    throughput {f['reports_per_s']:.1f} reports/s measured; driver alone "
+        print(f"    throughput {f['reports_per_s_steady']:.1f} reports/s with every slot busy "
+              f"({f['reports_per_s']:.1f} over the whole run); driver alone "
               f"~{1000 / max(1e-9, f['driver_cpu_ms_per_report']):.0f} reports/s "
               f"({f['driver_cpu_ms_per_report']:.1f} ms CPU each)", flush=True)
         runs.append(f)
@@ -582,7 +635,7 @@ def cmd_slurm(args) -> list[dict]:
     (work / "job.sh").write_text(script)
     # One CPU and a little memory per node from Slurm: the trials sleep, and others may share the nodes.
     cmd = ["sbatch", "--parsable", f"-N{args.nodes}", "--ntasks-per-node=1", "--cpus-per-task=1",
-           "--mem=1500M", "--requeue", "-t", str(args.time_min), f"--chdir={REPO}", f"--output={work}/out.txt",
+           "--mem=1500M", "--no-requeue", "-t", str(args.time_min), f"--chdir={REPO}", f"--output={work}/out.txt",
            "--job-name=bench-scale", str(work / "job.sh")]
     env = cluster_env()
     job = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout.strip()
@@ -593,12 +646,23 @@ def cmd_slurm(args) -> list[dict]:
     except BaseException:
         subprocess.run(["scancel", job], env=env)
         raise
-    if not out.exists():
+    runs = json.loads(out.read_text()) if out.exists() else []
+    done = {f["run_dir"] for f in runs}
+    started = work / "runs.jsonl"
+    for line in started.read_text().splitlines() if started.exists() else []:
+        run = json.loads(line)
+        if run["run_dir"] in done or not Probe(Path(run["run_dir"])).file.exists():
+            continue
+        # cut short (preempted): figures up to the probe's last dump
+        f = analyse(Path(run["run_dir"]), Probe.load(Path(run["run_dir"])), run["slots"])
+        f.update(variant=run["variant"], run_dir=run["run_dir"], states={"cut short": True})
+        runs.append(f)
+    if not runs:
         raise SystemExit(f"job {job} wrote no figures:\n{(work / 'out.txt').read_text(errors='replace')[-3000:]}")
-    runs = json.loads(out.read_text())
     for f in runs:
         print_run(f)
     compare(runs)
+    (work / "figures-all.json").write_text(json.dumps(runs, default=str))
     return runs
 
 
@@ -618,7 +682,13 @@ def cmd_job(args) -> None:
         if not cluster.is_head:
             return
         runs = []
+        started = Path(args.out).with_name("runs.jsonl")  # for figures of runs a preemption cuts short
         for variant in args.variants.split(","):
+            def created(path, variant=variant):
+                with open(started, "a") as f:
+                    f.write(json.dumps({"variant": variant, "run_dir": str(path),
+                                        "slots": alloc.num_nodes * args.gpus_per_node}) + "\n")
+
             timer = None
             if variant == "baseline" and args.baseline_cap_s:
                 # Ray Tune stops on SIGINT, saves, and fit() returns: the baseline is measured over its window.
@@ -627,7 +697,7 @@ def cmd_job(args) -> None:
             try:
                 f = run_variant(variant, trials=args.trials, slots=alloc.num_nodes * args.gpus_per_node,
                                 epochs=args.epochs, grace=args.grace, epoch_s=args.epoch_s, seed=args.seed,
-                                address=cluster.address, storage=storage)
+                                address=cluster.address, storage=storage, on_created=created)
             finally:
                 if timer is not None:
                     timer.cancel()
@@ -692,10 +762,10 @@ def main(argv=None) -> int:
         if name == "slurm":
             p.add_argument("--nodes", type=int, default=3)
             p.add_argument("--time-min", type=int, default=60)
-            p.add_argument("--variants", nargs="+", default=["hpctune", "baseline"])
+            p.add_argument("--variants", nargs="+", default=["baseline", "hpctune"])
         else:
             p.add_argument("--out", required=True)
-            p.add_argument("--variants", default="hpctune,baseline")
+            p.add_argument("--variants", default="baseline,hpctune")
     args = parser.parse_args(argv)
     if args.command == "local":
         runs = cmd_local(args)
