@@ -89,7 +89,7 @@ def _tuner(rundir: RunDir, spec: RunSpec, configs: list[dict[str, Any]], session
         "trials_dir": str(rundir.trials), "model": spec.model, "data": str(rundir.data_yaml if spec.data_config
         else spec.data), "epochs": spec.epochs, "train_args": spec.train_args,
         "gpu_per_trial": spec.gpu_per_trial, "cpus_per_trial": spec.cpus_per_trial, "session": session,
-        "simulate": spec.simulate,
+        "simulate": spec.simulate, "metric": spec.metric,
     }
     trainable = tune.with_resources(
         tune.with_parameters(_trainable(spec), settings=settings),
@@ -105,8 +105,7 @@ def _tuner(rundir: RunDir, spec: RunSpec, configs: list[dict[str, Any]], session
         keeper.scheduler = internal._tune_config.scheduler  # the object Ray will schedule with
         return tuner
     scheduler = asha.make_scheduler(
-        metric=spec.metric, epochs=spec.epochs, grace_period=spec.grace_period,
-        reduction_factor=spec.reduction_factor,
+        epochs=spec.epochs, grace_period=spec.grace_period, reduction_factor=spec.reduction_factor,
     )
     return tune.Tuner(
         trainable,

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 from ray.tune import Callback
 
+from hpctune.asha import SCORE
 from hpctune.errors import HpctuneError
 from hpctune.rundir import RunDir
 from hpctune.spec import RunSpec
@@ -49,6 +50,7 @@ _RAY_KEYS = {
     "timestamp", "training_iteration", "time_since_restore", "iterations_since_restore", "pid", "done",
     "date", "hostname", "node_ip", "time_total_s", "time_this_iter_s", "checkpoint_dir_name",
     "should_checkpoint", "trial_id", "experiment_tag", "config", "epoch",
+    SCORE,  # hpctune's own ranking key for ASHA, not a metric of the trial
 }
 
 

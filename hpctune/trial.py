@@ -26,6 +26,8 @@ from typing import Any
 
 from ray import tune
 
+from hpctune.asha import SCORE, score
+
 RESUME_WEIGHTS = "resume/last.pt"
 RECORDS = "epochs.jsonl"
 
@@ -78,10 +80,14 @@ def _driver_epoch() -> int:
         return int(json.loads(Path(folder, "epoch.json").read_text())["epoch"])
 
 
-def _report(record: dict[str, Any]) -> None:
+def _report(record: dict[str, Any], metric: str) -> None:
+    result = {**record["metrics"], "epoch": record["epoch"]}
+    rank = score(record["metrics"], metric)
+    if rank is not None:
+        result[SCORE] = rank
     checkpoint = _epoch_checkpoint(record["epoch"])
     try:
-        tune.report({**record["metrics"], "epoch": record["epoch"]}, checkpoint=checkpoint)
+        tune.report(result, checkpoint=checkpoint)
     finally:  # Ray copied it to storage: the local folder would pile up in /tmp, one per epoch
         shutil.rmtree(checkpoint.path, ignore_errors=True)
 
@@ -123,7 +129,8 @@ def run_trial(
     known = _driver_epoch()
     for record in history:
         if record["epoch"] > known and not (record["epoch"] == settings["epochs"] and not record.get("final")):
-            _report(record)  # the driver missed this report: replay it rather than train the epoch again
+            # the driver missed this report: replay it rather than train the epoch again
+            _report(record, settings["metric"])
     if history and history[-1].get("final"):
         return
     done = history[-1]["epoch"] if history else 0
@@ -134,7 +141,7 @@ def run_trial(
         record = {"epoch": epoch, "metrics": metrics, "time": time.time(), **session, **(extra or {})}
         records.append(record)
         if epoch < settings["epochs"]:
-            _report(record)
+            _report(record, settings["metric"])
 
     if done >= settings["epochs"]:
         final = evaluate(folder, settings)
@@ -142,7 +149,7 @@ def run_trial(
         final = train(config, settings, folder, done, epoch_done)
     record = {"epoch": settings["epochs"], "final": True, "metrics": final, "time": time.time(), **session}
     records.append(record)
-    _report(record)
+    _report(record, settings["metric"])
 
 
 FORCE_CPU = "HPCTUNE_FORCE_CPU"  # "1": train on the CPU even where Ray assigned GPUs (tests with fake GPUs)

@@ -1,15 +1,23 @@
 """Benchmark: Ultralytics' own `model.tune(use_ray=True, search_alg=None)` against hpctune on the same
 data, search space, budget (trials x epochs), ASHA settings and seed, one after the other in one run.
 
-Prints each one's wall time, best metric and whether it delivered final (stripped, evaluated) weights,
-and the wall-time ratio hpctune / Ultralytics. Each side runs in its own fresh process and Ray cluster.
+Both sides train the same configurations: hpctune draws them from the seed (hpctune.space), and
+Ultralytics' random search is handed the same list, trial by trial, so that the comparison is of
+the tools and not of two different random draws. Each side keeps its own defaults for everything a
+user would not type (workers, plots, actor reuse, how ASHA ranks trials), which is part of what is
+compared. Each side runs in its own fresh process and Ray cluster.
 
-    .venv/bin/python scripts/bench_vs_ultralytics.py [--trials 6] [--epochs 6] [--grace 2] [--seed 0]
+Prints, per seed and in total: each side's wall time, epochs trained, seconds per epoch trained,
+best metric and whether it delivered final (stripped, evaluated) weights of its best trial, and
+the wall-time ratio hpctune / Ultralytics.
+
+    .venv/bin/python scripts/bench_vs_ultralytics.py [--trials 9] [--epochs 9] [--grace 3] [--seeds 0 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -24,26 +32,34 @@ METRIC = "metrics/mAP50-95(B)"
 
 def common(args) -> dict:
     from hpctune.demo import DEMO_SPACE, DEMO_TRAIN_ARGS
+    from hpctune.space import sample_configs
 
-    # What a user would type on either side; each tool keeps its own defaults for the rest
-    # (workers, plots), which is part of what is compared.
+    # What a user would type on either side; each tool keeps its own defaults for the rest.
     train = {k: v for k, v in DEMO_TRAIN_ARGS.items() if k not in {"workers", "plots", "val"}}
     return {"train": train, "space": DEMO_SPACE, "epochs": args.epochs, "grace": args.grace,
-            "trials": args.trials, "seed": args.seed}
+            "trials": args.trials, "seed": args.seed,
+            "configs": sample_configs(DEMO_SPACE, args.trials, args.seed)}
+
+
+def listed_space(configs: list[dict]) -> dict:
+    """A Ray param_space whose n-th trial gets configs[n] (Ray resolves one trial at a time, in order)."""
+    from ray import tune
+
+    def nth(key: str):
+        counter = itertools.count()
+        return tune.sample_from(lambda _spec: configs[next(counter)][key])
+
+    return {key: nth(key) for key in configs[0]}
 
 
 def run_ultralytics(data: str, workdir: Path, settings: dict) -> dict:
-    import numpy as np
     import ray
     import torch
     from ultralytics import YOLO
 
-    np.random.seed(settings["seed"])  # Ray's random search draws from numpy's global generator
     ray.init(address="local", num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False, log_to_driver=False)
-    from hpctune.space import to_ray_space
-
     grid = YOLO("yolov8n.yaml").tune(
-        data=data, space=to_ray_space(settings["space"]), grace_period=settings["grace"], gpu_per_trial=0,
+        data=data, space=listed_space(settings["configs"]), grace_period=settings["grace"], gpu_per_trial=0,
         iterations=settings["trials"], use_ray=True, search_alg=None, epochs=settings["epochs"], device="cpu",
         project=str(workdir), name="ultralytics", **settings["train"],
     )
@@ -52,8 +68,10 @@ def run_ultralytics(data: str, workdir: Path, settings: dict) -> dict:
     suffix = best.metrics["trial_id"].split("_")[-1]
     weights = next(Path(workdir).rglob(f"*_{suffix}/weights/best.pt"), None)
     final = weights is not None and torch.load(weights, weights_only=False).get("optimizer") is None
+    keys = settings["configs"][0]
     return {"best_metric": best.metrics.get(METRIC), "final_weights": final, "trials": len(grid),
-            "epochs_trained": sum(r.metrics.get("training_iteration", 0) for r in grid)}
+            "epochs_trained": sum(r.metrics.get("epoch", 0) for r in grid),
+            "configs": [{k: r.config[k] for k in keys} for r in grid]}
 
 
 def run_hpctune(data: str, workdir: Path, settings: dict) -> dict:
@@ -67,16 +85,51 @@ def run_hpctune(data: str, workdir: Path, settings: dict) -> dict:
         name="hpctune", **settings["train"],
     )
     final = result.best_weights is not None and torch.load(result.best_weights, weights_only=False)["optimizer"] is None
+    keys = settings["configs"][0]
     return {"best_metric": result.best_metric, "final_weights": final, "trials": len(result.table),
-            "epochs_trained": sum(row["epochs"] for row in result.table)}
+            "epochs_trained": sum(row["epochs"] for row in result.table),
+            "configs": [{k: row[f"config/{k}"] for k in keys} for row in result.table]}
+
+
+def same_configs(a: list[dict], b: list[dict]) -> bool:
+    def canonical(configs):
+        return sorted(json.dumps({k: round(v, 12) for k, v in c.items()}, sort_keys=True) for c in configs)
+
+    return canonical(a) == canonical(b)
+
+
+def run_pair(args, seed: int, env: dict, workdir: Path, data: Path) -> dict:
+    outcomes = {}
+    for side in ("ultralytics", "hpctune"):
+        command = [sys.executable, __file__, "--one", side, "--data", str(data), "--workdir",
+                   str(workdir / f"{side}-seed{seed}"), "--trials", str(args.trials), "--epochs", str(args.epochs),
+                   "--grace", str(args.grace), "--seed", str(seed)]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+        if done.returncode != 0 or not lines:
+            sys.exit(f"{side} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+        outcomes[side] = json.loads(lines[-1][len("RESULT "):])
+    return outcomes
+
+
+def print_pair(label: str, outcomes: dict) -> None:
+    for side, o in outcomes.items():
+        delivered = "yes" if o["final_weights"] else "no"
+        print(f"  {label:8s} {side:12s} wall {o['wall_s']:7.1f} s  epochs {o['epochs_trained']:3d} "
+              f"({o['wall_s'] / max(1, o['epochs_trained']):5.2f} s each)  best {o['best_metric']:.4f}  "
+              f"final weights: {delivered}")
+    ratio = outcomes["hpctune"]["wall_s"] / outcomes["ultralytics"]["wall_s"]
+    same = same_configs(outcomes["hpctune"]["configs"], outcomes["ultralytics"]["configs"])
+    print(f"  {label:8s} ratio hpctune / ultralytics {ratio:.2f}x; same configurations trained: {same}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=6)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--grace", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--trials", type=int, default=9)
+    parser.add_argument("--epochs", type=int, default=9)
+    parser.add_argument("--grace", type=int, default=3)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--one", choices=["ultralytics", "hpctune"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -101,24 +154,20 @@ def main() -> None:
 
     _install_fonts(fonts)
     env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(workdir / "ultralytics-config")}
-    outcomes = {}
-    for side in ("ultralytics", "hpctune"):
-        command = [sys.executable, __file__, "--one", side, "--data", str(data), "--workdir", str(workdir / side),
-                   "--trials", str(args.trials), "--epochs", str(args.epochs), "--grace", str(args.grace),
-                   "--seed", str(args.seed)]
-        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir)
-        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-        if done.returncode != 0 or not lines:
-            sys.exit(f"{side} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-        outcomes[side] = json.loads(lines[-1][len("RESULT "):])
-    print(f"budget: {args.trials} trials x {args.epochs} epochs, ASHA grace {args.grace}, rf 3, seed {args.seed}, "
-          f"{len(os.sched_getaffinity(0))} CPUs, {DEMO_DATASET}")
-    for side, o in outcomes.items():
-        delivered = "yes" if o["final_weights"] else "no"
-        print(f"{side:12s} wall {o['wall_s']:7.1f} s  best {METRIC} {o['best_metric']:.4f}  "
-              f"epochs trained {o['epochs_trained']:3d}  final weights delivered: {delivered}")
-    ratio = outcomes["hpctune"]["wall_s"] / outcomes["ultralytics"]["wall_s"]
-    print(f"wall-time ratio hpctune / ultralytics: {ratio:.2f}x (target <= 0.80x at an equal or better best metric)")
+    print(f"budget: {args.trials} trials x {args.epochs} epochs, ASHA grace {args.grace}, rf 3, seeds {args.seeds}, "
+          f"{len(os.sched_getaffinity(0))} CPUs, {DEMO_DATASET}", flush=True)
+    pairs = {}
+    for seed in args.seeds:
+        pairs[seed] = run_pair(args, seed, env, workdir, data)
+        print_pair(f"seed {seed}", pairs[seed])
+        sys.stdout.flush()
+    totals = {side: sum(p[side]["wall_s"] for p in pairs.values()) for side in ("ultralytics", "hpctune")}
+    epochs = {side: sum(p[side]["epochs_trained"] for p in pairs.values()) for side in totals}
+    not_worse = sum(p["hpctune"]["best_metric"] >= p["ultralytics"]["best_metric"] for p in pairs.values())
+    print(f"all seeds: ultralytics {totals['ultralytics']:.1f} s / {epochs['ultralytics']} epochs, "
+          f"hpctune {totals['hpctune']:.1f} s / {epochs['hpctune']} epochs; "
+          f"wall-time ratio {totals['hpctune'] / totals['ultralytics']:.2f}x (target <= 0.80x); "
+          f"hpctune's best metric equal or better in {not_worse}/{len(pairs)} seeds")
 
 
 if __name__ == "__main__":
