@@ -21,7 +21,6 @@ import ctypes
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
 import subprocess
@@ -30,6 +29,7 @@ import time
 from pathlib import Path
 
 from hpctune.ray_ports import PortPlan
+from hpctune.rundir import atomic_write_text
 
 MARKER_VAR = "HPCTUNE_RAY_NODE"
 STARTED_LINE = "Ray runtime started."
@@ -46,19 +46,8 @@ def ray_executable() -> str:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Atomically write ``text`` to ``path`` with mode 0600."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Atomically write ``text`` to ``path`` with mode 0600 (the temporary file is 0600 from its creation)."""
+    atomic_write_text(path, text, mode=0o600)
 
 
 def read_json(path: Path) -> dict | None:

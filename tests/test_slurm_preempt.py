@@ -78,8 +78,10 @@ def _preempt(env, node: str, seconds: int) -> str:
 
 
 def test_preempted_twice_by_a_high_priority_job_completes(env, shared_tmp, tiny_data):
-    job, run_dir = _submit(env, shared_tmp, tiny_data, "preempted", "epochs=3", "--max-samples", "4",
-                           "--grace-period", "1", "--reduction-factor", "2", "--nodes", "2",
+    # Enough work (8 trials, 2 epochs each before ASHA's first rung, 4 for the kept half) that both
+    # preemptions land mid-search: tiny-data epochs take about a second.
+    job, run_dir = _submit(env, shared_tmp, tiny_data, "preempted", "epochs=4", "--max-samples", "8",
+                           "--grace-period", "2", "--reduction-factor", "2", "--nodes", "2",
                            "--time", "0-00:30:00")  # > 10 min: submitit tells preemption from timeout
     preemptors = []
     for restart in (0, 1):
@@ -97,7 +99,7 @@ def test_preempted_twice_by_a_high_priority_job_completes(env, shared_tmp, tiny_
     logs = job_logs(run_dir, job)
     assert runs[-1]["State"] == "COMPLETED", logs
     assert len(runs) == 3 and all(r["State"] in {"PREEMPTED", "REQUEUED"} for r in runs[:2]), runs
-    assert_completed_search(run_dir, 4)
+    assert_completed_search(run_dir, 8)
     assert_clean_end(env, job, run_dir)
 
     starts = [e for e in events(run_dir) if e["event"] == "started"]
