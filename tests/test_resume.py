@@ -53,15 +53,15 @@ EPOCHS, GRACE = 5, 2  # one ASHA rung at epoch 2 (reduction factor 3)
 
 
 def _mid_run(run_dir: Path) -> dict[str, str] | None:
-    """Ray's statuses once one trial is done and another is past the rung, mid-way: late enough to
-    have checkpointed epochs, early enough to be unfinished after the epoch it may still complete
-    while Ray takes it down with the killed driver."""
+    """Ray's statuses once one trial is done and another is mid-way: late enough to have checkpointed
+    epochs, early enough to be unfinished after the epoch it may still complete while Ray takes it
+    down with the killed driver (ASHA stops most trials at the rung, so before it counts too)."""
     if not (run_dir / "trials").exists():
         return None
     statuses = _ray_statuses(run_dir)
-    records = read_records(run_dir)
-    in_flight = [t for t, rs in records.items() if rs and max(r["epoch"] for r in rs) == EPOCHS - 2]
     done = [t for t, status in statuses.items() if status == "TERMINATED"]
+    in_flight = [t for t, rs in read_records(run_dir).items()
+                 if rs and t not in done and 1 <= max(r["epoch"] for r in rs) <= EPOCHS - 2]
     return statuses if done and in_flight else None
 
 
