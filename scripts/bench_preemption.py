@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -29,17 +28,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-ENV_FILE = Path("/var/lib/hpctune-test-slurm/env")
+from local_slurm_env import ENV_FILE, cluster_env
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cluster_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RAY_"))}
-    for line in ENV_FILE.read_text().splitlines():
-        m = re.match(r"\s*export\s+(\w+)=(.*)$", line)
-        if m:
-            env[m.group(1)] = shlex.split(m.group(2))[0] if m.group(2) else ""
-    return env
 
 
 def sh(args: list[str], env, check: bool = True) -> str:

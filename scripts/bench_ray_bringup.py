@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import shlex
 import statistics
 import subprocess
 import sys
@@ -28,7 +26,8 @@ import time
 import uuid
 from pathlib import Path
 
-ENV_FILE = Path("/var/lib/hpctune-test-slurm/env")
+from local_slurm_env import ENV_FILE, cluster_env
+
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 RAY = str(Path(PY).parent / "ray")
@@ -89,15 +88,6 @@ done
 echo "BENCH_READY $(date +%s.%N)"
 timeout 60 tail --pid=$poller -f /dev/null
 """
-
-
-def cluster_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RAY_"))}
-    for line in ENV_FILE.read_text().splitlines():
-        m = re.match(r"\s*export\s+(\w+)=(.*)$", line)
-        if m:
-            env[m.group(1)] = shlex.split(m.group(2))[0] if m.group(2) else ""
-    return env
 
 
 class Preempted(Exception):

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,17 @@ def tiny_data() -> Path:
     from hpctune.demo import make_demo_dataset
 
     return make_demo_dataset(SHARED / "data" / "tiny", n_train=64, n_val=32, imgsz=64, seed=0)
+
+
+def wait_for(condition, timeout: float, what: str, poll: float = 0.5):
+    """The first true value of condition(), polled until `timeout` seconds; AssertionError after."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import signal
 import subprocess
 import time
 from pathlib import Path
 
+import local_slurm_env
 import pytest
-from conftest import run_cli
-
-ENV_FILE = Path("/var/lib/hpctune-test-slurm/env")
+from conftest import run_cli, wait_for
+from local_slurm_env import ENV_FILE
 
 slurm = pytest.mark.skipif(
     not ENV_FILE.exists(),
@@ -27,13 +26,8 @@ SPACE = "lr0: {loguniform: [1.0e-4, 1.0e-1]}\n"
 
 
 def cluster_env(**extra: str) -> dict[str, str]:
-    """This process's environment plus the cluster's (SLURM_CONF, node names), minus any SLURM_*/RAY_*
-    of a job this test process might itself run in."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RAY_"))}
-    for line in ENV_FILE.read_text().splitlines():
-        m = re.match(r"\s*export\s+(\w+)=(.*)$", line)
-        if m:
-            env[m.group(1)] = shlex.split(m.group(2))[0] if m.group(2) else ""
+    """local_slurm_env.cluster_env, with trials training on the CPU where Ray hands out fake GPUs."""
+    env = local_slurm_env.cluster_env()
     env["HPCTUNE_FORCE_CPU"] = "1"
     env.update(extra)
     return env
@@ -59,16 +53,6 @@ def sh(args: list[str], env, timeout: float = 30) -> subprocess.CompletedProcess
 def squeue_state(env, job: str) -> str | None:
     out = sh(["squeue", "-h", "-j", job, "-o", "%T"], env)
     return out.stdout.strip() or None
-
-
-def wait_for(condition, timeout: float, what: str, poll: float = 0.5):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def wait_job_done(env, job: str, timeout: float, run_dir: Path | None = None) -> list[dict[str, str]]:
@@ -123,9 +107,11 @@ def summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
 
-def leftover_processes(job: str) -> list[str]:
-    """Processes of any node (they share this machine's /proc) of the job's Ray clusters."""
-    needle = f"HPCTUNE_RAY_NODE={job}.".encode()
+def leftover_processes(key: str) -> list[str]:
+    """Processes (of any node: they share this machine's /proc) of the Ray clusters of ``key``: a job
+    ('<job>') or one of its steps ('<job>.<step>'), found by the marker ray_cluster puts in their
+    environment."""
+    needle = f"HPCTUNE_RAY_NODE={key}.".encode()
     left = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:

@@ -12,7 +12,6 @@ import itertools
 import json
 import os
 import re
-import shlex
 import signal
 import socket
 import subprocess
@@ -22,6 +21,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from local_slurm_env import ENV_FILE, cluster_env
+from slurm_helpers import leftover_processes
 
 from hpctune.errors import ClusterError
 from hpctune.ray_cluster import ray_cluster
@@ -29,7 +30,6 @@ from hpctune.ray_node import MARKER_VAR, STOPPED_LINE, sweep_stale_temp_dirs
 from hpctune.ray_ports import SLOT_SIZE, PortPlan, candidate_plans, port_range, preferred_slot
 from hpctune.slurm.allocation import Allocation
 
-ENV_FILE = Path("/var/lib/hpctune-test-slurm/env")
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO / ".test-shared" / "ray-cluster"
 PYTHON = sys.executable
@@ -40,21 +40,9 @@ slurm = pytest.mark.skipif(
 )
 
 
-def _cluster_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for line in ENV_FILE.read_text().splitlines():
-        m = re.match(r"\s*export\s+(\w+)=(.*)$", line)
-        if m:
-            env[m.group(1)] = shlex.split(m.group(2))[0] if m.group(2) else ""
-    for k in list(env):  # this test process may itself run inside a SLURM job
-        if k.startswith(("SLURM_", "RAY_")) and k != "SLURM_CONF":
-            del env[k]
-    return env
-
-
 @pytest.fixture(scope="module")
 def cenv() -> dict[str, str]:
-    env = _cluster_env()
+    env = cluster_env()
     if len(env.get("HPCTUNE_SLURM_NODES", "").split()) < 3:
         pytest.skip("the local Slurm cluster has fewer than 3 nodes: HPCTUNE_TEST_NODES=3")
     return env
@@ -150,20 +138,6 @@ def job_output(workdir: Path, job: str) -> str:
 def head_info(workdir: Path, job: str) -> dict:
     (run_dir,) = workdir.glob(f"ray-{job}.*")
     return json.loads((run_dir / "head.json").read_text()) | {"run_dir": run_dir}
-
-
-def leftover_processes(key: str) -> list[str]:
-    """Processes (of any node: they share this machine's /proc) of the cluster of job step
-    ``key`` ('<job>.<step>'), found by the marker ray_cluster puts in their environment."""
-    needle = f"HPCTUNE_RAY_NODE={key}.".encode()
-    left = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if needle in Path(f"/proc/{pid}/environ").read_bytes():
-                left.append(f"{pid} {Path(f'/proc/{pid}/cmdline').read_bytes()[:120]!r}")
-        except OSError:
-            pass
-    return left
 
 
 def assert_torn_down(cenv, job: str, info: dict) -> None:

@@ -7,21 +7,10 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import psutil
-from conftest import HPCTUNE, QUICK_SPACE, QUICK_TRAIN_ARGS, REPO, read_records, run_cli
-
-
-def _wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+from conftest import HPCTUNE, QUICK_SPACE, QUICK_TRAIN_ARGS, REPO, read_records, run_cli, wait_for
 
 
 def _trial_processes(run_dir: Path) -> list[psutil.Process]:
@@ -75,7 +64,7 @@ def test_sigkill_then_resume_loses_nothing(shared_tmp, learnable_data):
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
-        _wait_for(lambda: _mid_run(run_dir) or driver.poll() is not None, 900, "a finished and a running trial")
+        wait_for(lambda: _mid_run(run_dir) or driver.poll() is not None, 900, "a finished and a running trial")
         assert driver.poll() is None, "the search ended before it could be interrupted"
         os.kill(driver.pid, signal.SIGKILL)
         done_at_kill = {t for t, status in _ray_statuses(run_dir).items() if status == "TERMINATED"}
@@ -84,7 +73,7 @@ def test_sigkill_then_resume_loses_nothing(shared_tmp, learnable_data):
         if driver.poll() is None:
             driver.kill()
     # Ray takes the trials down with their driver; wait until no trial process can still write.
-    _wait_for(lambda: not _trial_processes(run_dir), 60, "the killed driver's trial processes to exit")
+    wait_for(lambda: not _trial_processes(run_dir), 60, "the killed driver's trial processes to exit")
     before = read_records(run_dir)
     rungs_before = json.loads((run_dir / "asha_rungs.json").read_text())
 
