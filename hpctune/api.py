@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hpctune.data import write_data_yaml
-from hpctune.results import SearchResult, collect
-from hpctune.rundir import MANIFEST, RunDir, atomic_write_json
-from hpctune.space import sample_configs
-from hpctune.spec import RunSpec, build_spec
+from hpctune.run.results import SearchResult, load_result
+from hpctune.run.rundir import FORMAT, MANIFEST, RunDir, atomic_write_json
+from hpctune.run.spec import RunSpec
+from hpctune.yolo.arguments import build_spec
+from hpctune.yolo.data import write_data_yaml
 
 _PACKAGES = ("hpctune", "ultralytics", "ray", "torch", "submitit", "wandb")
 
@@ -36,17 +36,21 @@ def tune(
     cpus_per_trial: float | None = None,
     address: str | None = None,
     wandb: dict[str, Any] | None = None,
+    search_alg: str | None = None,
+    metric: str | None = None,
+    iterations: int | None = None,
     **more_train_args: Any,
 ) -> SearchResult:
     """Run an ASHA search over YOLO training; extra keyword arguments are training arguments,
-    as in Ultralytics' `model.tune(data=..., epochs=30, imgsz=320)`."""
-    from hpctune import launch
+    as in Ultralytics' `model.tune(data=..., epochs=30, imgsz=320)`. `search_alg`: evolve (default),
+    tpe (optuna), random; `iterations` is Ultralytics' name for max_samples."""
+    from hpctune.jobs import launch
 
     spec = build_spec(
         model=model, data=data, space=space, grace_period=grace_period, gpu_per_trial=gpu_per_trial,
         max_samples=max_samples, train_args={**(train_args or {}), **more_train_args}, epochs=epochs,
         reduction_factor=reduction_factor, seed=seed, name=name, storage=storage, cpus_per_trial=cpus_per_trial,
-        wandb=wandb,
+        wandb=wandb, search_alg=search_alg, metric=metric, iterations=iterations,
     )
     launch.check_local_run(spec, address)
     rundir = create_run(spec)
@@ -60,8 +64,8 @@ def create_run(spec: RunSpec) -> RunDir:
     staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=target.parent))
     try:
         manifest = {
+            "format": FORMAT,
             "spec": spec.to_dict(),
-            "configs": sample_configs(spec.space, spec.max_samples, spec.seed),
             "versions": _versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "sessions": [],
@@ -79,7 +83,7 @@ def create_run(spec: RunSpec) -> RunDir:
 
 def resume(run_dir: str | Path, address: str | None = None) -> SearchResult:
     """Continue an interrupted search from its run directory."""
-    from hpctune import launch
+    from hpctune.jobs import launch
 
     RunDir(run_dir).read_manifest()  # a clear error before Ray starts, if this is no run
     return launch.run_search(run_dir, address=address)
@@ -87,11 +91,7 @@ def resume(run_dir: str | Path, address: str | None = None) -> SearchResult:
 
 def load_run(run_dir: str | Path) -> SearchResult:
     """The outcome of a finished or running search, read from its run directory."""
-    rundir = RunDir(run_dir)
-    spec = RunSpec.from_dict(rundir.read_manifest()["spec"])
-    if not rundir.has_experiment_state():
-        return SearchResult(rundir.path, None, {}, None, None, spec.metric, [], False)
-    return collect(rundir, spec)
+    return load_result(run_dir)
 
 
 def _versions() -> dict[str, str]:

@@ -24,7 +24,7 @@ At the defaults, expect about 5-7 minutes on an H200 with 16 cores (a guess: not
 `--n-train 256` or `--trials 4` shortens it. Figures are written after each packing.
 
 Defaults: yolov8n built from "yolov8n.yaml" (nothing downloaded), imgsz 640, batch 16, generated
-shapes data (hpctune.demo.make_demo_dataset: 512 train / 64 val images), 8 trials x 2 epochs,
+shapes data (hpctune.yolo.demo.make_demo_dataset: 512 train / 64 val images), 8 trials x 2 epochs,
 seed 0, ASHA grace period = epochs (no trial is stopped: every packing does the same work),
 cpus_per_trial = CPUs / trials per GPU. The packings run one after the other in this process, each
 a complete hpctune.tune() (its own Ray instance); the figures are written after each one, so a run
@@ -334,8 +334,8 @@ def use_fake_gpu(cpus: int) -> None:
     GPU count outside SLURM) and has no setting for fake GPUs in a local run, so this process reports
     one GPU; the trials then train on the CPU (HPCTUNE_FORCE_CPU, which hpctune's tests use with the
     fake GPUs of the local Slurm cluster). Ray's processes inherit this environment."""
-    from hpctune.spec import Resources
-    from hpctune.trial import FORCE_CPU
+    from hpctune.run.spec import Resources
+    from hpctune.yolo.trainer import FORCE_CPU
 
     os.environ[FORCE_CPU] = "1"
     Resources.detect = classmethod(lambda cls: cls(cpus=cpus, gpus=1))
@@ -430,8 +430,8 @@ def main(argv: list[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return 2
 
-    from hpctune.demo import make_demo_dataset
-    from hpctune.spec import Resources
+    from hpctune.run.spec import Resources
+    from hpctune.yolo.demo import make_demo_dataset
 
     cpus = len(os.sched_getaffinity(0))
     # Ray's worker processes inherit this environment: they import hpctune from this checkout too.

@@ -71,7 +71,7 @@ def stamp(text: str) -> float:
 def run_search(args, env, name: str, preemptions: int) -> dict:
     space = Path(args.storage) / "space.yaml"
     space.write_text("lr0: {loguniform: [1.0e-4, 1.0e-1]}\n")
-    out = sh([sys.executable, "-m", "hpctune.cli", "submit", "model=yolov8n.yaml", f"data={args.data}",
+    out = sh([sys.executable, "-m", "hpctune", "submit", "model=yolov8n.yaml", f"data={args.data}",
               f"epochs={args.epochs}", "imgsz=64", "batch=16", "--space", str(space), "--seed", str(args.seed),
               "--max-samples", str(args.trials), "--grace-period", "1", "--reduction-factor", "2",
               "--nodes", str(args.nodes), "--cpus-per-node", "1", "--time", "0-00:30:00",
@@ -136,7 +136,7 @@ def main() -> int:
     if not ENV_FILE.exists():
         sys.exit(f"the local Slurm cluster is not up ({ENV_FILE} absent): run scripts/slurm-cluster-up.sh")
     sys.path.insert(0, str(REPO))
-    from hpctune.demo import make_demo_dataset
+    from hpctune.yolo.demo import make_demo_dataset
 
     Path(args.storage).mkdir(parents=True, exist_ok=True)
     args.data = str(make_demo_dataset(REPO / ".test-shared" / "data" / "tiny", n_train=64, n_val=32, imgsz=64,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Time from job start to all N nodes joined: hpctune.ray_cluster against Ray's documented
+"""Time from job start to all N nodes joined: hpctune.raycluster.cluster against Ray's documented
 SLURM recipe (``slurm-basic.sh``: head started, ``sleep 10``, then each worker started
 followed by ``sleep 5``), for N = 2 and 3, on the local Slurm cluster
 (scripts/slurm-cluster-up.sh).
@@ -55,7 +55,7 @@ while True:
 HPCTUNE_JOB = """#!/bin/bash
 echo "BENCH_T0 $(date +%s.%N)"
 export PYTHONPATH={repo}
-srun --ntasks-per-node=1 {py} -m hpctune.ray_cluster --shared-dir {work} --timeout 60
+srun --ntasks-per-node=1 {py} -m hpctune.raycluster.selftest --shared-dir {work} --timeout 60
 """
 
 # Ray docs, cluster/vms/user-guides/community/slurm-basic.sh, with the same allocation,

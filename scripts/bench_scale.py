@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Scale benchmark: simulated searches (hpctune.simulate) through the real search.run, on fake GPUs.
+"""Scale benchmark: simulated searches (hpctune.testing.simulate) through the real search.run, on fake GPUs.
 
     # on the local 3-node Slurm cluster (scripts/slurm-cluster-up.sh), 8 fake GPUs per node:
     .venv/bin/python scripts/bench_scale.py slurm --trials 1000          # ~20 min: baseline, then hpctune
@@ -8,7 +8,7 @@
     .venv/bin/python scripts/bench_scale.py local --trials 200 --slots 8  # one machine, private Ray
 
 Each command measures two variants in the same process or job: `baseline`, the settings before
-hpctune.scale (HPCTUNE_SCALE_PROFILE=baseline: an experiment snapshot after every driver step, no
+hpctune.engine.scale (HPCTUNE_SCALE_PROFILE=baseline: an experiment snapshot after every driver step, no
 actor reuse, Ray's own loggers, full trial state; and, patched in here, the live results table
 rebuilt from Ray's experiment state at every trial's end and a TensorBoard fsync per result), and
 `hpctune`, the current defaults. The Slurm job runs the baseline first, stopped after
@@ -52,7 +52,7 @@ SHARED = Path(os.environ.get("HPCTUNE_TEST_SHARED", REPO / ".test-shared")) / "b
 ENV_FILE = Path("/var/lib/hpctune-test-slurm/env")
 PY = sys.executable
 
-# The settings before this benchmark's fixes, for the baseline runs (see hpctune.scale).
+# The settings before this benchmark's fixes, for the baseline runs (see hpctune.engine.scale).
 BASELINE_ENV = {"HPCTUNE_SCALE_PROFILE": "baseline"}
 
 
@@ -330,9 +330,9 @@ def legacy_tracking():
     """The baseline's live results table and TensorBoard writes, as they were before (tracking.py):
     results.csv rebuilt from Ray's experiment state (ExperimentAnalysis) every 30 s and at every
     trial's end, and an fsync'ed TensorBoard flush per result."""
-    from hpctune import tracking
-    from hpctune.results import _write_csv, trial_rows
-    from hpctune.rundir import RunDir
+    from hpctune.engine import tracking
+    from hpctune.run.results import _write_csv, trial_rows
+    from hpctune.run.rundir import RunDir
 
     table, board = tracking.ResultsTableCallback, tracking.TensorBoardCallback
     saved = (table._write, board._result)
@@ -362,7 +362,8 @@ def run_variant(variant: str, *, trials: int, slots: int, epochs: int, grace: in
                 on_created=None) -> dict:
     """One simulated search in this process; `variant` baseline or hpctune."""
     _set_variant(variant)
-    from hpctune import search, simulate
+    from hpctune.engine import driver as search
+    from hpctune.testing import simulate
 
     name = f"{variant}-{trials}t-{uuid.uuid4().hex[:6]}"
     rundir = simulate.create_run(name=name, storage=storage, trials=trials, epochs=epochs, grace_period=grace,
@@ -470,7 +471,7 @@ def clone_run(source: Path, target: Path, trials: int) -> None:
 def _session_bytes(staging: Path) -> int:
     """Bytes of one snapshot: the newest session's state files and the rest, less the files of the
     session the run was restored from (Ray keeps copying those too: see README, Scaling)."""
-    from hpctune.scale import _STATE_FILE
+    from hpctune.engine.scale import _STATE_FILE
 
     files = [p for p in staging.iterdir() if p.is_file()]
     sessions = {m.group(2) for p in files if (m := _STATE_FILE.match(p.name))}
@@ -485,9 +486,9 @@ def measure_save(run_dir: Path, dirty: int = 24, repeats: int = 3) -> dict:
     steady-state saves with `dirty` trials changed since the last one."""
     from ray.tune.execution import tune_controller
 
-    from hpctune import search
-    from hpctune.rundir import RunDir
-    from hpctune.spec import RunSpec
+    from hpctune.engine import driver as search
+    from hpctune.run.rundir import RunDir
+    from hpctune.run.spec import RunSpec
 
     rundir = RunDir(run_dir)
     manifest = rundir.read_manifest()
@@ -671,7 +672,7 @@ def cmd_job(args) -> None:
     import dataclasses
     import signal
 
-    from hpctune.ray_cluster import ray_cluster
+    from hpctune.raycluster.cluster import ray_cluster
     from hpctune.slurm.allocation import Allocation
 
     alloc = Allocation.from_env()

@@ -1,7 +1,7 @@
 """Benchmark: Ultralytics' own `model.tune(use_ray=True, search_alg=None)` against hpctune on the same
 data, search space, budget (trials x epochs), ASHA settings and seed, one after the other in one run.
 
-Both sides train the same configurations: hpctune draws them from the seed (hpctune.space), and
+Both sides train the same configurations: hpctune draws them from the seed (hpctune.yolo.space), and
 Ultralytics' random search is handed the same list, trial by trial, so that the comparison is of
 the tools and not of two different random draws. Each side keeps its own defaults for everything a
 user would not type (workers, plots, actor reuse, how ASHA ranks trials), which is part of what is
@@ -31,8 +31,8 @@ METRIC = "metrics/mAP50-95(B)"
 
 
 def common(args) -> dict:
-    from hpctune.demo import DEMO_SPACE, DEMO_TRAIN_ARGS
-    from hpctune.space import sample_configs
+    from hpctune.yolo.demo import DEMO_SPACE, DEMO_TRAIN_ARGS
+    from hpctune.yolo.space import sample_configs
 
     # What a user would type on either side; each tool keeps its own defaults for the rest.
     train = {k: v for k, v in DEMO_TRAIN_ARGS.items() if k not in {"workers", "plots", "val"}}
@@ -142,7 +142,7 @@ def main() -> None:
         print("RESULT " + json.dumps(outcome))
         return
 
-    from hpctune.demo import DEMO_DATASET, make_demo_dataset
+    from hpctune.yolo.demo import DEMO_DATASET, make_demo_dataset
 
     workdir = Path(tempfile.mkdtemp(prefix="hpctune-bench-", dir=REPO / ".test-shared"))
     data = make_demo_dataset(workdir / "data", **DEMO_DATASET, seed=0)
@@ -150,7 +150,7 @@ def main() -> None:
     # epoch to ASHA); it only gets the font it would otherwise download. hpctune prepares its own.
     fonts = workdir / "ultralytics-config" / "Ultralytics"
     fonts.mkdir(parents=True)
-    from hpctune.offline import _install_fonts
+    from hpctune.yolo.offline import _install_fonts
 
     _install_fonts(fonts)
     env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(workdir / "ultralytics-config")}

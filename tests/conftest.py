@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpctune.demo import DEMO_SPACE, DEMO_TRAIN_ARGS
+from hpctune.yolo.demo import DEMO_SPACE, DEMO_TRAIN_ARGS
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HPCTUNE_TEST_SHARED", REPO / ".test-shared"))
-HPCTUNE = [sys.executable, "-m", "hpctune.cli"]
+HPCTUNE = [sys.executable, "-m", "hpctune"]
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def shared_tmp(request) -> Path:
 @pytest.fixture(scope="session")
 def tiny_data() -> Path:
     """A small synthetic detection dataset (reused across tests and sessions)."""
-    from hpctune.demo import make_demo_dataset
+    from hpctune.yolo.demo import make_demo_dataset
 
     return make_demo_dataset(SHARED / "data" / "tiny", n_train=64, n_val=32, imgsz=64, seed=0)
 
@@ -58,7 +58,7 @@ def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subpro
 @pytest.fixture(scope="session")
 def learnable_data() -> Path:
     """The demo dataset: a good lr0 reaches a clearly non-zero mAP in a few one-thread epochs."""
-    from hpctune.demo import DEMO_DATASET, make_demo_dataset
+    from hpctune.yolo.demo import DEMO_DATASET, make_demo_dataset
 
     return make_demo_dataset(SHARED / "data" / "demo", **DEMO_DATASET, seed=0)
 
@@ -80,3 +80,13 @@ def read_records(run_dir: Path) -> dict[str, list[dict]]:
         folder.name: [json.loads(line) for line in (folder / "epochs.jsonl").read_text().splitlines()]
         for folder in sorted((run_dir / "trials").iterdir()) if (folder / "epochs.jsonl").exists()
     }
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark tests by folder: tests/search are slow (real Ray, real YOLO), tests/slurm need the Slurm cluster."""
+    for item in items:
+        folder = Path(str(item.fspath)).parent.name
+        if folder == "search":
+            item.add_marker(pytest.mark.slow)
+        elif folder == "slurm":
+            item.add_marker(pytest.mark.slurm)

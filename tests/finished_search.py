@@ -57,7 +57,7 @@ def search_env() -> dict[str, str]:
 
 @functools.cache
 def finished_search() -> Search:
-    from hpctune.demo import make_demo_dataset
+    from hpctune.yolo.demo import make_demo_dataset
 
     data = make_demo_dataset(SHARED / "data" / "report", n_train=128, n_val=32, imgsz=64, seed=0)
     root = SHARED / "tests" / "finished-search"

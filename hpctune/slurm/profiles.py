@@ -12,7 +12,7 @@ Two YAML files, read in this order, the later one winning key by key:
         account: myproject
         setup: ["module load CUDA/12"]
 
-See slurm/profiles.example.yaml for every key. Command-line options win over a profile.
+`hpctune profiles --example` prints an example with every key. Command-line options win over a profile.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _read(path: Path) -> dict[str, Any]:
         raise SpecError(f"profile file {path} is not valid YAML ({exc.__class__.__name__}): fix or remove it") from None
     if not isinstance(data, dict) or not isinstance(data.get("profiles", {}), dict):
         raise SpecError(f"profile file {path} must hold 'profiles: {{NAME: {{partition: ...}}}}': see "
-                        "slurm/profiles.example.yaml")
+                        "`hpctune profiles --example`")
     return data
 
 

@@ -3,7 +3,7 @@ the template in the repository's slurm/ folder (what `hpctune sbatch` prints).
 
 Both start one task per node with `srun`; each task runs the setup lines and then Python,
 in the same shell, so `module load ...` takes effect on every node before Python starts. Both
-run the same in-job entry (hpctune.launch). Neither holds a secret: the Ray token is made inside
+run the same in-job entry (hpctune.jobs.launch). Neither holds a secret: the Ray token is made inside
 the job, W&B reads its key from the user's own login.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 from hpctune.slurm.settings import ClusterSettings
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "slurm"
+TEMPLATES = Path(__file__).resolve().parent / "templates"  # package data: present in a wheel install
 STANDALONE_TEMPLATE = "standalone.sbatch"
 
 
@@ -88,7 +88,7 @@ def sbatch_lines(settings: ClusterSettings, job_name: str, log_dir: str | Path) 
 
 def render_standalone(settings: ClusterSettings, job_name: str, run_dir: str | Path, python: str,
                       template: Path | None = None) -> str:
-    """The standalone script for `sbatch`, from slurm/standalone.sbatch."""
+    """The standalone script for `sbatch`, from hpctune/slurm/templates/standalone.sbatch."""
     log_dir = Path(run_dir) / "slurm"
     text = (template or TEMPLATES / STANDALONE_TEMPLATE).read_text()
     return string.Template(text).substitute(

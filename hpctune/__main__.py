@@ -1,0 +1,5 @@
+"""`python -m hpctune ...` runs the command line."""
+
+from hpctune.cli import main
+
+main()

@@ -1,0 +1,172 @@
+"""CLI commands for SLURM: submit, sbatch, status, cancel (and `resume --submit`, via resubmit())."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+import click
+import yaml
+
+from hpctune.cli.options import search_options, spec_arguments, user_errors
+
+CLUSTER_KEYS = ("nodes", "gpus_per_node", "cpus_per_node", "mem", "partition", "account", "qos", "time",
+                "constraint", "exclusive", "setup", "sbatch_args", "max_requeues", "signal_delay", "profile")
+
+
+def cluster_options(func):
+    """The job's resources and Slurm settings; a --profile supplies any of them."""
+    options = [
+        click.option("--nodes", type=int, default=None, help="Nodes of the job (default 1)."),
+        click.option("--gpus-per-node", type=int, default=None, help="GPUs per node (default 0)."),
+        click.option("--cpus-per-node", type=int, default=None, help="CPUs per node (default: a whole node's)."),
+        click.option("--mem", default=None, help="Memory per node, e.g. 64G (default: the cluster's)."),
+        click.option("--partition", default=None, help="Partition (default: the cluster's default)."),
+        click.option("--account", default=None, help="Account to charge."),
+        click.option("--qos", default=None, help="Quality of service."),
+        click.option("--time", default=None, metavar="D-HH:MM:SS",
+                     help="Time limit of one job run (default: the partition's, else 1 day)."),
+        click.option("--constraint", default=None, help="Node features, e.g. a100."),
+        click.option("--exclusive", is_flag=True, default=None, help="Whole nodes for this job."),
+        click.option("--setup", multiple=True, metavar="LINE",
+                     help="Shell line run on every node before Python, e.g. 'module load cuda/12' (repeatable)."),
+        click.option("--sbatch-arg", "sbatch_args", multiple=True, metavar="KEY=VALUE",
+                     help="Any other sbatch option, e.g. mail-type=END (repeatable)."),
+        click.option("--max-requeues", type=int, default=None,
+                     help="Requeues after reaching --time (default 3); preemptions always requeue."),
+        click.option("--signal-delay", type=int, default=None,
+                     help="Seconds between the stop signal (USR2) and the time limit (default 90)."),
+        click.option("--profile", default=None, help="Cluster profile (example: hpctune profiles --example)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _slurm_spec(train_args: tuple[str, ...], options: dict[str, Any]):
+    """Validate everything (settings, partition, storage, search spec); write nothing."""
+    from hpctune.run.spec import Resources
+    from hpctune.slurm.settings import check_storage, check_with_cluster, resolve
+    from hpctune.yolo.arguments import build_spec
+
+    settings = check_with_cluster(resolve({key: options.pop(key) for key in CLUSTER_KEYS}))
+    arguments = spec_arguments(train_args, **options)
+    check_storage(arguments["storage"])
+    # gpu_per_trial and cpus_per_trial are checked against the job's nodes, not this login node
+    resources = Resources(cpus=settings.cpus_per_node, gpus=settings.gpus_per_node)
+    spec = build_spec(**arguments, resources=resources)
+    spec.cluster = settings.to_dict()
+    return spec, settings
+
+
+@click.command()
+@search_options
+@cluster_options
+@click.option("--dry-run", is_flag=True, help="Print the sbatch script and the resolved spec; submit nothing.")
+@user_errors
+def submit(train_args: tuple[str, ...], dry_run: bool, **options: Any) -> None:
+    """Submit a search as a SLURM job on N nodes, e.g.
+    `hpctune submit data=data.yaml epochs=30 --nodes 4 --gpus-per-node 4 --time 1-00:00:00`."""
+    from hpctune.api import create_run
+    from hpctune.errors import HpctuneError
+    from hpctune.jobs import launch
+    from hpctune.slurm.events import SLURM_DIR
+    from hpctune.slurm.sbatch import render_submitit
+
+    spec, settings = _slurm_spec(train_args, options)
+    if dry_run:
+        script = render_submitit(settings, launch.job_name(spec), spec.run_dir / SLURM_DIR, launch.python_command())
+        click.echo(script.rstrip("\n"))
+        click.echo("# ---- hpctune: resolved spec (--dry-run: nothing submitted, nothing written) ----")
+        click.echo(yaml.safe_dump(spec.to_dict(), sort_keys=True).rstrip("\n"))
+        return
+    rundir = create_run(spec)
+    try:
+        job = launch.submit(rundir.path)
+    except HpctuneError:
+        shutil.rmtree(rundir.path, ignore_errors=True)  # nothing runs it: leave nothing behind
+        raise
+    _submitted(job, rundir.path)
+
+
+def _submitted(job: str, run_dir) -> None:
+    click.echo(f"hpctune: submitted job {job}")
+    click.echo(f"hpctune: run directory {run_dir}")
+    click.echo(f"hpctune: follow it with `hpctune status {run_dir}`")
+
+
+@click.command(name="sbatch")
+@search_options
+@cluster_options
+@user_errors
+def sbatch_script(train_args: tuple[str, ...], **options: Any) -> None:
+    """Write a standalone sbatch script for the search to stdout (`hpctune sbatch ... > tune.sbatch`).
+    Creates the run directory; `sbatch tune.sbatch` runs it, and submitting it again resumes it."""
+    from hpctune.api import create_run
+    from hpctune.jobs import launch
+    from hpctune.slurm import events
+    from hpctune.slurm.sbatch import render_standalone
+
+    spec, settings = _slurm_spec(train_args, options)
+    script = render_standalone(settings, launch.job_name(spec), spec.run_dir, launch.python_command())
+    rundir = create_run(spec)
+    events.record(rundir.path, "scripted", route="sbatch")
+    click.echo(script, nl=False)
+    click.echo(f"hpctune: run directory {rundir.path}; submit the script with `sbatch` "
+               "(submitting it again resumes the run)", err=True)
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path())
+@user_errors
+def status(run_dir: str) -> None:
+    """Where a run stands: its job (squeue/sacct), Ray nodes, requeues and resumes, trials, best so far."""
+    from hpctune.jobs.status import collect, render
+
+    for line in render(collect(run_dir)):
+        click.echo(line)
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--wait", "wait_s", type=click.IntRange(min=0), default=60, show_default=True,
+              help="Seconds to let the search stop gracefully before the job is cancelled outright.")
+@user_errors
+def cancel(run_dir: str, wait_s: int) -> None:
+    """Cancel the run's job. The search stops gracefully first (trials keep their epochs, the
+    experiment state is saved), and the run stays resumable: `hpctune resume RUN_DIR --submit`."""
+    from hpctune.errors import ClusterError
+    from hpctune.jobs import launch
+    from hpctune.run.rundir import RunDir
+
+    rundir = RunDir(run_dir)
+    rundir.read_manifest()
+    active = launch.active_jobs(rundir)
+    if not active:
+        raise ClusterError(f"run {rundir.path} has no queued or running job: nothing to cancel")
+    for job, state in active:
+        click.echo(f"hpctune: cancelling job {job} ({state})")
+        how = launch.cancel_job(rundir, job, state, wait_s)
+        click.echo(f"hpctune: job {job} {how}")
+    click.echo(f"hpctune: continue the run with `hpctune resume {rundir.path} --submit`")
+
+
+def resubmit(run_dir: str) -> None:
+    """`hpctune resume RUN_DIR --submit`: a new job with the run's own cluster settings."""
+    from hpctune.jobs import launch
+    from hpctune.run.rundir import RunDir
+
+    rundir = RunDir(run_dir)
+    job = launch.submit(rundir.path, route="resume")
+    _submitted(job, rundir.path)
+
+@click.command()
+@click.option("--example", is_flag=True, required=True, help="Print the example profile file.")
+def profiles(example: bool) -> None:
+    """Print an example cluster profile file (save it as ~/.config/hpctune/profiles.yaml)."""
+    from hpctune.slurm.sbatch import TEMPLATES
+
+    click.echo((TEMPLATES / "profiles.example.yaml").read_text().rstrip())
+
+
+COMMANDS = [submit, sbatch_script, status, cancel, profiles]

@@ -1,0 +1,60 @@
+"""The searcher wrapper that writes suggestions.jsonl (see hpctune.run.journal for why)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ray.tune.search import Searcher
+
+from hpctune.run.journal import read_journal
+
+
+class Journaled(Searcher):
+    """A searcher whose suggestions are recorded (fsynced) before a trial is created from them."""
+
+    def __init__(self, searcher: Searcher, path: Path, baseline: dict[str, Any] | None):
+        super().__init__(metric=searcher.metric, mode=searcher.mode)
+        self.searcher = searcher
+        self.path = Path(path)
+        self.baseline = baseline or None
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return self.searcher.set_search_properties(metric, mode, config, **spec)
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        recorded = read_journal(self.path)
+        if trial_id in recorded:
+            config = recorded[trial_id]["config"]
+            self.searcher.adopt(trial_id, config)
+            return config
+        config = self.searcher.suggest(trial_id)
+        if config is None or config is Searcher.FINISHED:
+            return config
+        entry = {"trial_id": trial_id, "n": len(recorded), "config": config,
+                 "baseline": bool(self.baseline) and not recorded and config == self.baseline}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(entry, default=float) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.searcher.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self.searcher.on_trial_complete(trial_id, result, error)
+
+    def save(self, checkpoint_path: str) -> None:
+        self.searcher.save(checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.searcher.restore(checkpoint_path)
+
+    def get_state(self) -> dict:
+        return self.searcher.get_state()
+
+    def set_state(self, state: dict) -> None:
+        self.searcher.set_state(state)

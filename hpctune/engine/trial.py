@@ -1,0 +1,101 @@
+"""The trial protocol every trainer follows, one report and one checkpoint per epoch.
+
+Durability lives in the trial's own folder on shared storage, not in Ray's memory:
+- after every epoch, `resume/last.pt` (a complete copy, replaced atomically) and a line in
+  `epochs.jsonl` with that epoch's metrics;
+- the Ray checkpoint sent with each report only names the epoch, so on restore the trial knows
+  which of its epochs the driver had recorded. Epochs the driver never recorded (it was killed
+  between the report and its snapshot) are reported again from `epochs.jsonl` instead of being
+  trained again, so ASHA sees exactly the history an uninterrupted run would have shown it.
+- the last epoch is reported only after Ultralytics' final evaluation and weight stripping,
+  because Ray stops a trial the moment it reports epoch == max_t.
+
+This module runs on workers: it imports neither the launcher nor submitit, nor any trainer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from hpctune.engine.asha import SCORE, score
+from hpctune.run.records import RECORDS, EpochRecords, completed_epochs
+
+
+def _epoch_checkpoint(epoch: int) -> tune.Checkpoint:
+    folder = tempfile.mkdtemp(prefix="hpctune-ckpt-")
+    Path(folder, "epoch.json").write_text(json.dumps({"epoch": epoch}))
+    return tune.Checkpoint.from_directory(folder)
+
+
+def _driver_epoch() -> int:
+    """The last epoch whose report the driver's restored snapshot holds (0 for a fresh trial)."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as folder:
+        return int(json.loads(Path(folder, "epoch.json").read_text())["epoch"])
+
+
+def _report(record: dict[str, Any], metric: str) -> None:
+    result = {**record["metrics"], "epoch": record["epoch"]}
+    rank = score(record["metrics"], metric)
+    if rank is not None:
+        result[SCORE] = rank
+    checkpoint = _epoch_checkpoint(record["epoch"])
+    try:
+        tune.report(result, checkpoint=checkpoint)
+    finally:  # Ray copied it to storage: the local folder would pile up in /tmp, one per epoch
+        shutil.rmtree(checkpoint.path, ignore_errors=True)
+
+
+EpochDone = Callable[..., None]  # epoch_done(epoch, metrics, extra=None)
+
+
+def run_trial(
+    config: dict[str, Any],
+    settings: dict[str, Any],
+    train: Callable[[dict[str, Any], dict[str, Any], Path, int, EpochDone], dict[str, float]],
+    evaluate: Callable[[Path, dict[str, Any]], dict[str, float]],
+) -> None:
+    """The protocol of every hpctune trainable (this YOLO one, and hpctune.testing.simulate's stand-in):
+    replay the reports the driver missed, then `train(config, settings, folder, done, epoch_done)`
+    trains from epoch done + 1, calling `epoch_done(epoch, metrics)` once each epoch's state is
+    safe, and returns the final metrics; `evaluate(folder, settings)` gives them when training had
+    ended but its final record was lost."""
+    trial_id = tune.get_context().get_trial_id()
+    folder = Path(settings["trials_dir"]) / trial_id
+    records = EpochRecords(folder / RECORDS)
+    history = completed_epochs(records.read())
+    known = _driver_epoch()
+    for record in history:
+        if record["epoch"] > known and not (record["epoch"] == settings["epochs"] and not record.get("final")):
+            # the driver missed this report: replay it rather than train the epoch again
+            _report(record, settings["metric"])
+    if history and history[-1].get("final"):
+        return
+    done = history[-1]["epoch"] if history else 0
+    session = {"session": settings["session"], "node": os.uname().nodename, "pid": os.getpid(),
+               "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}  # the GPUs Ray gave this trial
+
+    def epoch_done(epoch: int, metrics: dict[str, float], extra: dict[str, Any] | None = None) -> None:
+        record = {"epoch": epoch, "metrics": metrics, "time": time.time(), **session, **(extra or {})}
+        records.append(record)
+        if epoch < settings["epochs"]:
+            _report(record, settings["metric"])
+
+    if done >= settings["epochs"]:
+        final = evaluate(folder, settings)
+    else:
+        final = train(config, settings, folder, done, epoch_done)
+    record = {"epoch": settings["epochs"], "final": True, "metrics": final, "time": time.time(), **session}
+    records.append(record)
+    _report(record, settings["metric"])

@@ -1,0 +1,347 @@
+"""A search as a SLURM job: submission through submitit, the in-job entry, and the route for
+`hpctune tune` inside an allocation the user already has.
+
+    hpctune submit  -> submit(run_dir) -> submitit -> SearchJob() on every node -> run_job()
+    hpctune sbatch  -> standalone script -> srun python -m hpctune.jobs.launch RUN_DIR -> run_job()
+    hpctune tune (in salloc/sbatch) -> run_search() -> srun python -m hpctune.jobs.launch RUN_DIR
+
+`run_job` is the same on every route: one task per node; `ray_cluster` makes rank 0 the Ray
+head and the others Ray workers; rank 0 drives `search.run` from the run directory (which
+restores the search when it has state). On USR2 or TERM the search stops gracefully
+(interrupt.py), Ray is torn down on every node, and the job is requeued where that is due:
+  USR2 (preemption, or --signal before the time limit) -> requeue; a time-limit requeue counts
+      against max_requeues (submitit's countdown on the submitit route);
+  TERM at the time limit -> the same as a timeout;
+  any other TERM (scancel, `hpctune cancel`) -> no requeue; `hpctune resume RUN_DIR --submit`.
+Events go to RUN_DIR/slurm/events.jsonl for `hpctune status`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from hpctune.engine import interrupt
+from hpctune.errors import ClusterError, HpctuneError
+from hpctune.run.results import load_result
+from hpctune.run.rundir import RunDir
+from hpctune.run.spec import RunSpec
+from hpctune.slurm import events, queries
+from hpctune.slurm.allocation import Allocation
+from hpctune.slurm.sbatch import node_command, submitit_parameters
+from hpctune.slurm.settings import ClusterSettings, check_storage
+
+log = logging.getLogger(__name__)
+
+CLUSTER_DIR = "cluster"  # RUN_DIR/cluster: where the nodes of each job meet (ray_cluster)
+# Slurm sends --signal up to 60 s early (sbatch(1); 0-30 s measured here): a stop this close to the
+# time limit is a timeout, not a preemption.
+TIMEOUT_MARGIN_S = 90
+
+
+def job_name(spec: RunSpec) -> str:
+    return f"hpctune-{spec.name}"
+
+
+def python_command() -> str:
+    return shlex.quote(sys.executable)
+
+
+def cluster_settings(rundir: RunDir) -> tuple[RunSpec, ClusterSettings]:
+    spec = RunSpec.from_dict(rundir.read_manifest()["spec"])
+    if not spec.cluster:
+        raise ClusterError(
+            f"run {rundir.path} has no SLURM settings (it was started locally): continue it with "
+            f"`hpctune resume {rundir.path}`, or start a new one with `hpctune submit`"
+        )
+    return spec, ClusterSettings.from_dict(spec.cluster)
+
+
+def make_executor(rundir: RunDir, spec: RunSpec, settings: ClusterSettings) -> submitit.SlurmExecutor:
+    """submitit's executor for this run: logs and pickles in RUN_DIR/slurm, on shared storage."""
+    executor = submitit.SlurmExecutor(
+        folder=rundir.path / events.SLURM_DIR, max_num_timeout=settings.max_requeues,
+        python=node_command(settings.setup, python_command()),
+    )
+    executor.update_parameters(**submitit_parameters(settings, job_name(spec)))
+    return executor
+
+
+def submit(run_dir: str | Path, route: str = "submit") -> str:
+    """Submit the run as a job with its own cluster settings; return the job id."""
+    rundir = RunDir(run_dir)
+    spec, settings = cluster_settings(rundir)
+    queries.require("sbatch")
+    active = active_jobs(rundir)
+    if active:
+        job, state = active[0]
+        raise ClusterError(f"job {job} of run {rundir.path} is {state}: wait for it or `hpctune cancel` it first")
+    executor = make_executor(rundir, spec, settings)
+    try:
+        job = executor.submit(SearchJob(str(rundir.path)))
+    except Exception as exc:  # noqa: BLE001  (submitit wraps sbatch's refusal in several types)
+        why = str(exc).strip().splitlines()
+        raise ClusterError(f"sbatch refused the job: {why[-1] if why else exc.__class__.__name__}") from None
+    events.record(rundir.path, "submitted", job=str(job.job_id), route=route, nodes=settings.nodes)
+    return str(job.job_id)
+
+
+def active_jobs(rundir: RunDir) -> list[tuple[str, str]]:
+    """(job id, state) of this run's jobs that Slurm still queues or runs."""
+    found = []
+    for job in events.job_ids(events.read(rundir.path)):
+        state = queries.squeue_state(job)
+        if state is not None and state not in {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT"}:
+            found.append((job, state))
+    return found
+
+
+def cancel_job(rundir: RunDir, job: str, state: str, wait_s: float = 60) -> str:
+    """Cancel one job of the run. A running one first gets USR2 in its steps, the signal the search
+    stops gracefully on (TERM would stop Ray's own processes under it), with a marker that says
+    "do not requeue"; `wait_s` seconds later at the most, scancel ends the job."""
+    events.cancel_marker(rundir.path, job).write_text("cancelled with hpctune cancel\n")
+    events.record(rundir.path, "cancel", job=job, state=state)
+    if state == "RUNNING":
+        since = time.time()
+        queries.run(["scancel", "--signal=USR2", job], check=False)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and queries.squeue_state(job) is not None:
+            stopped = any(e.get("event") in {"interrupted", "ended", "failed"} and e.get("job") == job
+                          and e["time"] >= since - 1 for e in events.read(rundir.path))
+            if stopped:
+                break
+            time.sleep(1)
+    if queries.squeue_state(job) is not None:
+        queries.cancel(job)
+    return "stopped and cancelled" if state == "RUNNING" else "cancelled"
+
+
+class SearchJob(submitit.helpers.Checkpointable):
+    """submitit's callable: the run directory is the whole state, so `checkpoint()` (inherited)
+    resubmits this same call, and the requeued job restores the search from the directory."""
+
+    def __init__(self, run_dir: str):
+        self.run_dir = run_dir
+
+    def __call__(self) -> dict[str, Any] | None:
+        submitit_handler = signal.getsignal(signal.SIGUSR2)  # submitit's: checkpoint, requeue, exit
+
+        def requeue(reason: str) -> None:
+            if callable(submitit_handler):
+                submitit_handler(signal.SIGUSR2, None)  # counts timeouts itself; exits the process
+            else:
+                _scontrol_requeue(self.run_dir, reason)
+
+        return run_job(self.run_dir, requeue)
+
+
+def run_job(run_dir: str | Path, requeue: Callable[[str], None]) -> dict[str, Any] | None:
+    """The in-job entry, on every node (one task each). Rank 0 returns a summary of the search."""
+    from hpctune.raycluster.cluster import ray_cluster
+
+    entered = time.time()
+    _job_logging()
+    alloc = Allocation.from_env()
+    if alloc is None:
+        raise ClusterError("hpctune.jobs.launch runs inside a SLURM job: submit with `hpctune submit` or sbatch")
+    rundir = RunDir(run_dir)
+    rundir.read_manifest()
+    interrupt.ignore_in_children(signal.SIGUSR2)  # the Ray processes started below inherit it
+    stop = interrupt.StopRequest()
+    if alloc.is_head:
+        stop.install((signal.SIGTERM,))  # TERM during bring-up; USR2 once Ray's processes exist
+        _remove_stale_tokens(rundir)
+    result = None
+    try:
+        with ray_cluster(alloc, rundir.path / CLUSTER_DIR) as cluster:
+            if not cluster.is_head:
+                return None
+            events.record(rundir.path, "started", job=alloc.job_id, restart=alloc.restart_count, entered=entered,
+                          nodes=list(alloc.nodes), head=cluster.address, joined_s=cluster.joined_s,
+                          cpus_per_node=alloc.cpus, gpus_per_node=alloc.gpus)
+            stop.install()
+            stop.check()  # a signal during the bring-up: leave before the search starts
+            result = _search(rundir, cluster.address, stop)
+    except interrupt.JobInterrupted:
+        pass
+    except HpctuneError as exc:
+        if alloc.is_head:
+            events.record(rundir.path, "failed", job=alloc.job_id, restart=alloc.restart_count, error=str(exc))
+            raise
+        # This node's Ray died while the head runs (node trouble, OOM): its trials are retried
+        # from their checkpoints on the other nodes; this task ends without failing the job.
+        log.warning("ray worker on %s stopped: %s", alloc.hostname, exc)
+        return None
+    except Exception as exc:
+        if alloc.is_head:
+            events.record(rundir.path, "failed", job=alloc.job_id, restart=alloc.restart_count,
+                          error=f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        raise
+    if not alloc.is_head:
+        return None
+    return _after_search(rundir, alloc, stop, result, requeue)
+
+
+def _remove_stale_tokens(rundir: RunDir) -> None:
+    """A job killed outright (scancel, node crash) could not delete its Ray token; the cluster it
+    opened is gone, but a secret should not outlive it on shared storage."""
+    for token in (rundir.path / CLUSTER_DIR).glob("ray-*/token"):
+        token.unlink(missing_ok=True)
+
+
+def _job_logging() -> None:
+    """hpctune's messages (cluster bring-up, stops, requeues) into the task's stderr log."""
+    logger = logging.getLogger("hpctune")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def _search(rundir: RunDir, address: str, stop: interrupt.StopRequest):
+    from hpctune.engine import driver as search
+
+    return search.run(rundir.path, address=address, on_connect=stop.connected)
+
+
+def _after_search(rundir: RunDir, alloc: Allocation, stop: interrupt.StopRequest, result, requeue) -> dict[str, Any]:
+    summary = {"finished": bool(result and result.finished),
+               "best_trial": getattr(result, "best_trial", None), "best_metric": getattr(result, "best_metric", None)}
+    common = {"job": alloc.job_id, "restart": alloc.restart_count}
+    if stop.signum is None or summary["finished"]:  # a signal after the last trial ended stops nothing
+        events.record(rundir.path, "ended", **common, **summary, **({"signal": stop.name} if stop.signum else {}))
+        return summary
+    reason = interruption_reason(rundir, alloc, stop.signum)
+    due = reason in {"preempted", "timeout"}
+    events.record(rundir.path, "interrupted", **common, signal=stop.name, reason=reason, requeue=due,
+                  in_flight=in_flight(rundir))
+    if due:
+        requeue(reason)
+    return summary
+
+
+def interruption_reason(rundir: RunDir, alloc: Allocation, signum: int) -> str:
+    """preempted, timeout, cancelled (hpctune cancel) or terminated (TERM from anyone else)."""
+    if events.cancel_marker(rundir.path, alloc.job_id).exists():
+        return "cancelled"
+    left = queries.time_left_s(alloc.job_id)
+    _, settings = _settings_or_default(rundir)
+    if left is not None and left <= settings.signal_delay_s + TIMEOUT_MARGIN_S:
+        return "timeout"
+    return "preempted" if signum == signal.SIGUSR2 else "terminated"
+
+
+def in_flight(rundir: RunDir) -> dict[str, int]:
+    """The trials the stop interrupted and the epoch each was training (lost unless it ended)."""
+    from hpctune.report.html import read_run
+
+    try:
+        view = read_run(rundir.path)
+    except Exception as exc:  # noqa: BLE001  (a status detail: never let it block the requeue)
+        log.warning("could not tell which trials were interrupted: %s", exc)
+        return {}
+    # Ray records a running trial as pending; one whose folder exists had started its first epoch.
+    started = {t.trial_id for t in view.trials if rundir.trial_dir(t.trial_id).is_dir()}
+    return {t.trial_id: t.epochs + 1 for t in view.trials
+            if (t.state in {"interrupted", "running"} or (t.state == "pending" and t.trial_id in started))
+            and t.epochs < view.spec.epochs}
+
+
+def _settings_or_default(rundir: RunDir) -> tuple[RunSpec, ClusterSettings]:
+    spec = RunSpec.from_dict(rundir.read_manifest()["spec"])
+    return spec, ClusterSettings.from_dict(spec.cluster or {})
+
+
+def _scontrol_requeue(run_dir: str | Path, reason: str) -> None:
+    """Requeue without submitit (the standalone script, `hpctune tune` in an allocation)."""
+    rundir = RunDir(run_dir)
+    alloc = Allocation.from_env()
+    _, settings = _settings_or_default(rundir)
+    if alloc is None:
+        return
+    if reason == "timeout":
+        done = events.timeout_requeues(events.read(rundir.path), alloc.job_id) - 1  # minus this one
+        if done >= settings.max_requeues:
+            log.warning("job %s reached its time limit %d times: not requeued (resume with `hpctune resume %s "
+                        "--submit`)", alloc.job_id, done + 1, rundir.path)
+            return
+    try:
+        queries.requeue(alloc.job_id)
+        log.info("job %s requeued (%s)", alloc.job_id, reason)
+    except ClusterError as exc:
+        log.warning("could not requeue job %s: %s", alloc.job_id, exc)
+
+
+# ---------------------------------------------------------------- inside an existing allocation
+
+def check_local_run(spec: RunSpec, address: str | None) -> None:
+    """`hpctune tune` inside a multi-node allocation uses every node: storage must be shared."""
+    alloc = Allocation.from_env()
+    if address is None and alloc is not None and alloc.step_id is None and alloc.num_nodes > 1:
+        check_storage(spec.storage, f"run directory {spec.run_dir}")
+
+
+def run_search(run_dir: str | Path, address: str | None = None):
+    """Run a search here: on a given Ray cluster; on every node of the allocation this process
+    runs in (a batch script or an salloc shell: one `srun` task per node); else on this machine."""
+    from hpctune.engine import driver as search
+
+    alloc = Allocation.from_env()
+    if address is not None or alloc is None:
+        return search.run(run_dir, address=address)
+    if alloc.step_id is not None:
+        if alloc.tasks_on_node > 1 or len(alloc.nodes) > 1:
+            raise ClusterError(
+                "hpctune runs once per job, not in every task of a step: call it in the batch script or the "
+                "salloc shell (it starts one task per node itself), or give --address of a Ray cluster"
+            )
+        return search.run(run_dir, address=address)  # a one-task step (e.g. srun --pty): this node only
+    cmd = ["srun", f"--nodes={alloc.num_nodes}", f"--ntasks={alloc.num_nodes}", "--ntasks-per-node=1",
+           f"--cpus-per-task={alloc.cpus}", "--kill-on-bad-exit=0", "--unbuffered",
+           sys.executable, "-u", "-m", "hpctune.jobs.launch", "--no-requeue", str(RunDir(run_dir).path)]
+    queries.require("srun")
+    log.info("running on the %d node(s) of job %s: %s", alloc.num_nodes, alloc.job_id, shlex.join(cmd))
+    code = subprocess.run(cmd).returncode
+    if code != 0:
+        log.warning("srun ended with exit code %d: see %s", code, RunDir(run_dir).log_file)
+    return load_result(run_dir)
+
+
+# ---------------------------------------------------------------- python -m hpctune.jobs.launch RUN_DIR
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hpctune.jobs.launch", description="The in-job entry of a run.")
+    parser.add_argument("run_dir", help="the run directory (on storage every node sees)")
+    parser.add_argument("--no-requeue", action="store_true",
+                        help="never requeue the job (hpctune tune inside an allocation: salloc cannot be requeued, "
+                             "and a user's batch script may not be safe to run twice)")
+    args = parser.parse_args(argv)
+
+    def requeue(reason: str) -> None:
+        if args.no_requeue:
+            log.warning("search stopped (%s): continue it with `hpctune resume %s`", reason, args.run_dir)
+        else:
+            _scontrol_requeue(args.run_dir, reason)
+
+    try:
+        run_job(args.run_dir, requeue)
+    except HpctuneError as exc:
+        print(f"hpctune: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The run directory: the single source of truth of a search, on shared storage.
+
+    RUN_DIR/
+      manifest.json            the resolved spec (with the baseline configuration), package versions, seed
+      suggestions.jsonl        every configuration the searcher suggested, written when suggested
+      data.yaml                the dataset description with absolute paths, as trials read it
+      hpctune.log              the driver's log
+      tune/                    Ray Tune's experiment state and per-trial folders
+      trials/<trial_id>/       one YOLO training: weights/, epochs.jsonl, resume/last.pt
+      asha_rungs.json          ASHA's rung records, as of the last experiment snapshot
+      results.csv              one row per trial
+      best_hyperparameters.yaml, best.pt, summary.json
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hpctune.errors import RunDirError
+
+MANIFEST = "manifest.json"
+LOCK = ".lock"
+FORMAT = 2  # 2: configurations suggested as the search goes (suggestions.jsonl); 1: sampled into the manifest
+
+
+def check_format(rundir: RunDir, manifest: dict[str, Any]) -> None:
+    """A run written by another layout of hpctune cannot be resumed by this one: say so in one line."""
+    found = manifest.get("format", 1)
+    if found != FORMAT:
+        raise RunDirError(
+            f"run {rundir.path} was written by hpctune 0.1 (run format {found}, this hpctune reads {FORMAT}): "
+            "resume it with `pip install hpctune==0.1.0`, or start a new search; its results stay readable"
+        )
+
+
+def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write a file so that readers see the old or the new content, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+class RunDir:
+    """Paths and files of one run directory."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path).expanduser().resolve()
+
+    manifest = property(lambda self: self.path / MANIFEST)
+    data_yaml = property(lambda self: self.path / "data.yaml")
+    log_file = property(lambda self: self.path / "hpctune.log")
+    experiment = property(lambda self: self.path / "tune")
+    trials = property(lambda self: self.path / "trials")
+    asha_rungs = property(lambda self: self.path / "asha_rungs.json")
+    suggestions = property(lambda self: self.path / "suggestions.jsonl")
+    results_csv = property(lambda self: self.path / "results.csv")
+    best_yaml = property(lambda self: self.path / "best_hyperparameters.yaml")
+    best_weights = property(lambda self: self.path / "best.pt")
+    summary = property(lambda self: self.path / "summary.json")
+    env_dir = property(lambda self: self.path / "env")
+
+    def trial_dir(self, trial_id: str) -> Path:
+        return self.trials / trial_id
+
+    def has_experiment_state(self) -> bool:
+        return any(self.experiment.glob("experiment_state-*.json"))
+
+    def read_manifest(self) -> dict[str, Any]:
+        """The manifest, or an error that says why this folder cannot be resumed."""
+        if not self.path.is_dir():
+            raise RunDirError(f"run directory {self.path} does not exist: give the folder `hpctune tune` printed")
+        if not self.manifest.is_file():
+            raise RunDirError(
+                f"{self.path} is not an hpctune run (no {MANIFEST}): give the folder `hpctune tune` printed"
+            )
+        try:
+            data = json.loads(self.manifest.read_text())
+        except (OSError, ValueError) as exc:
+            raise RunDirError(
+                f"manifest {self.manifest} is corrupt ({exc.__class__.__name__}): restore it from a backup "
+                "or start a new run"
+            ) from exc
+        if not isinstance(data, dict) or "spec" not in data:
+            raise RunDirError(
+                f"manifest {self.manifest} is corrupt (missing spec): restore it or start a new run"
+            )
+        return data
+
+    def write_manifest(self, data: dict[str, Any]) -> None:
+        atomic_write_json(self.manifest, data)
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run: a second driver of the same run gets a clear error instead of a corrupted run."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                raise RunDirError(
+                    f"run {self.path} is being driven by {holder}: wait for it to finish or stop it first"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock

@@ -1,0 +1,317 @@
+"""Benchmark: how good a model each hyperparameter search finds, at equal budget, on data where it matters.
+
+On the synthetic `hard_shapes` dataset (8 small shape classes, clutter, textured background; see
+scripts/hard_shapes.py) it runs, for every seed, these rows, each in its own fresh subprocess, one
+after the other (never two at once):
+
+  untuned              one `YOLO("yolov8n.yaml").train(epochs=E)` with Ultralytics' defaults
+  ultralytics-genetic  `model.tune(iterations=T, epochs=E, use_ray=False)`: Ultralytics' own evolution,
+                       trials one after the other, no early stopping
+  ultralytics-ray      `model.tune(iterations=T, epochs=E, use_ray=True, grace_period=G)`: Ray Tune with
+                       Ultralytics' defaults (Optuna TPE searcher, ASHA)
+  hpctune-<alg>        `hpctune.tune(max_samples=T, epochs=E, grace_period=G, search_alg=<alg>)`, one row
+                       per algorithm in --algs
+
+Every row gets the same user arguments (imgsz, batch, workers=0, plots=False, seed) and otherwise keeps
+its own defaults (search space, optimizer, threads, ASHA ranking), which is part of what is compared.
+The budget is equal: T trials of at most E epochs each (untuned: one trial).
+
+"best" is the highest mAP50-95 the tool reports for any of its trials, whatever its own fitness
+(untuned: best epoch; genetic: max over tune_results.ndjson; ray: max over every reported epoch of
+every trial; hpctune: max of `result.best_metric` and the table's per-trial best). Per row it prints the mean and min-max of best over the
+seeds, epochs trained and wall seconds (whole subprocess: imports, Ray start, training) summed over
+the seeds, then each hpctune row's ratio of mean best and of total wall time to each peer row. All
+raw figures go to a JSON file (--out, by default results.json in the work folder, printed at the end).
+
+Everything lives in a fresh temporary work folder (dataset, runs, Ultralytics/matplotlib/W&B settings),
+offline, so it runs from a fresh clone with no other state. CPU only.
+
+    .venv/bin/python scripts/bench_search_quality.py [--trials 8] [--epochs 10] [--grace 3] [--seeds 0 1]
+        [--imgsz 96] [--algs tpe evolve random] [--rows untuned ultralytics-genetic ...] [--workdir DIR]
+
+With the defaults on 2 CPU cores an epoch takes ~4 s, so the three peer rows take about 25-30 min.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = Path(__file__).resolve().parent
+METRIC = "metrics/mAP50-95(B)"
+PEERS = ("untuned", "ultralytics-genetic", "ultralytics-ray")
+DEFAULT_ALGS = ("tpe", "evolve", "random")
+MODEL = "yolov8n.yaml"  # built from yaml: no weights download
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+# ------------------------------------------------------------------------------------------- child side
+# Each runner trains one row for one seed in the current (fresh) process and returns its raw figures.
+
+def user_args(s: dict) -> dict:
+    """What a user types on every side; each tool keeps its own defaults for everything else."""
+    return {"imgsz": s["imgsz"], "batch": s["batch"], "workers": 0, "plots": False, "seed": s["seed"]}
+
+
+def run_untuned(s: dict) -> dict:
+    from ultralytics import YOLO
+
+    model = YOLO(MODEL)
+    final = model.train(data=s["data"], epochs=s["epochs"], device="cpu", project=s["rundir"], name="untuned",
+                        **user_args(s))
+    history = epoch_maps(Path(model.trainer.save_dir) / "results.csv")
+    best = max([*history, final.results_dict[METRIC]])
+    return {"best": best, "epochs": len(history), "trials": 1, "per_trial": [best], "history": history}
+
+
+def epoch_maps(results_csv: Path) -> list[float]:
+    with open(results_csv, newline="") as f:
+        return [float(row[METRIC]) for row in csv.DictReader(f, skipinitialspace=True)]
+
+
+def run_genetic(s: dict) -> dict:
+    from ultralytics import YOLO
+
+    YOLO(MODEL).tune(data=s["data"], epochs=s["epochs"], iterations=s["trials"], use_ray=False, save=False,
+                     val=True, device="cpu", project=s["rundir"], name="genetic", **user_args(s))
+    (results,) = Path(s["rundir"]).rglob("tune_results.ndjson")
+    records = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    # One record per iteration; its metrics are those of the iteration's best.pt, else its last epoch.
+    per_trial = [max((m or {}).get(METRIC, 0.0) for m in r["datasets"].values()) for r in records]
+    return {"best": max(per_trial), "epochs": len(records) * s["epochs"], "trials": len(records),
+            "per_trial": per_trial, "fitness": [r["fitness"] for r in records]}
+
+
+def run_ray(s: dict) -> dict:
+    import ray
+    from ultralytics import YOLO
+
+    # A cluster of our own: never attach to a stale one left by another run.
+    ray.init(address="local", num_cpus=cpu_count(), include_dashboard=False, log_to_driver=False)
+    grid = YOLO(MODEL).tune(data=s["data"], epochs=s["epochs"], iterations=s["trials"], use_ray=True,
+                            grace_period=s["grace"], gpu_per_trial=0, device="cpu", project=s["rundir"], name="ray",
+                            **user_args(s))
+    per_trial, epochs = [], 0
+    for result in grid:
+        frame = result.metrics_dataframe
+        reported = [] if frame is None or METRIC not in frame else [float(v) for v in frame[METRIC].dropna()]
+        reported.append(float((result.metrics or {}).get(METRIC, 0.0)))
+        per_trial.append(max(reported))
+        # Ultralytics' final evaluation of best.pt reports "epoch" E + 1: count trained epochs only.
+        if frame is not None and "epoch" in frame:
+            epochs += len({int(e) for e in frame["epoch"].dropna() if e <= s["epochs"]})
+    return {"best": max(per_trial), "epochs": epochs, "trials": len(grid), "per_trial": per_trial,
+            "errors": sum(result.error is not None for result in grid)}
+
+
+def run_hpctune(s: dict, alg: str) -> dict:
+    sys.path.insert(0, str(REPO))
+    import hpctune
+
+    kwargs = {"model": MODEL, "data": s["data"], "max_samples": s["trials"], "epochs": s["epochs"],
+              "grace_period": s["grace"], "seed": s["seed"], "storage": s["rundir"], "name": f"hpctune-{alg}",
+              "imgsz": s["imgsz"], "batch": s["batch"], "workers": 0, "search_alg": alg}
+    legacy_fallback = False
+    try:
+        result = hpctune.tune(**kwargs)
+    except (TypeError, hpctune.HpctuneError) as exc:
+        # Only with --legacy-api, for an hpctune that predates search_alg: run its one built-in search.
+        if not (s["legacy_api"] and "search_alg" in str(exc)):
+            raise
+        kwargs.pop("search_alg")
+        legacy_fallback = True
+        result = hpctune.tune(**kwargs)
+    baseline = getattr(result, "baseline_metric", None) if s["legacy_api"] else result.baseline_metric
+    per_trial = [row["best_metric"] for row in result.table if row.get("best_metric") is not None]
+    best = max([*per_trial, *([result.best_metric] if result.best_metric is not None else [])], default=None)
+    return {"best": best, "best_metric": result.best_metric, "epochs": sum(row["epochs"] for row in result.table),
+            "trials": len(result.table), "per_trial": per_trial, "baseline": baseline,
+            "run_dir": str(result.run_dir), "legacy_fallback": legacy_fallback}
+
+
+def run_child(args) -> None:
+    settings = {"data": args.data, "rundir": args.rundir, "trials": args.trials, "epochs": args.epochs,
+                "grace": args.grace, "seed": args.seed, "imgsz": args.imgsz, "batch": args.batch,
+                "legacy_api": args.legacy_api}
+    start = time.perf_counter()
+    if args.child == "untuned":
+        outcome = run_untuned(settings)
+    elif args.child == "ultralytics-genetic":
+        outcome = run_genetic(settings)
+    elif args.child == "ultralytics-ray":
+        outcome = run_ray(settings)
+    else:
+        outcome = run_hpctune(settings, args.child.removeprefix("hpctune-"))
+    outcome["run_s"] = time.perf_counter() - start
+    print("RESULT " + json.dumps(outcome, default=float), flush=True)
+
+
+# ------------------------------------------------------------------------------------------ parent side
+
+def prepare_env(workdir: Path) -> dict:
+    """An environment that keeps every tool offline and its settings, caches and logs inside workdir."""
+    config = workdir / "config"
+    fonts = config / "ultralytics" / "Ultralytics"
+    fonts.mkdir(parents=True, exist_ok=True)
+    import matplotlib  # Ultralytics downloads Arial.ttf on every dataset check unless it is present
+
+    font = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+        shutil.copyfile(font, fonts / name)
+    return {**os.environ,
+            "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(config / "ultralytics"),
+            "MPLCONFIGDIR": str(config / "matplotlib"), "WANDB_MODE": "disabled", "WANDB_SILENT": "true",
+            "WANDB_DIR": str(config / "wandb"), "HF_HUB_OFFLINE": "1", "TORCH_HOME": str(config / "torch"),
+            "XDG_CACHE_HOME": str(config / "cache"), "RAY_USAGE_STATS_ENABLED": "0",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+
+
+def run_row(args, row: str, seed: int, data: Path, workdir: Path, env: dict) -> dict:
+    rundir = workdir / "runs" / f"{row}-seed{seed}"
+    rundir.mkdir(parents=True)
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", row, "--seed", str(seed),
+               "--data", str(data), "--rundir", str(rundir), "--trials", str(args.trials),
+               "--epochs", str(args.epochs), "--grace", str(args.grace), "--imgsz", str(args.imgsz),
+               "--batch", str(args.batch)] + (["--legacy-api"] if args.legacy_api else [])
+    log = rundir / "output.log"
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, text=True, env=env, cwd=rundir)
+    wall = time.perf_counter() - start
+    text = log.read_text(errors="replace")
+    lines = [line for line in text.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        return {"error": f"exit {done.returncode}; log {log}", "log_tail": text[-3000:], "wall_s": wall}
+    return {**json.loads(lines[-1][len("RESULT "):]), "wall_s": wall}
+
+
+def summarize(runs: dict[str, dict[int, dict]]) -> dict[str, dict]:
+    """Per row over its successful seeds: mean/min/max best, total epochs and wall seconds."""
+    summary = {}
+    for row, by_seed in runs.items():
+        ok = {seed: r for seed, r in by_seed.items() if "error" not in r and r.get("best") is not None}
+        if not ok:
+            continue
+        bests = [r["best"] for r in ok.values()]
+        summary[row] = {"seeds": sorted(ok), "best": dict(zip(map(str, ok), bests)), "best_mean": statistics.mean(bests),
+                        "best_min": min(bests), "best_max": max(bests),
+                        "epochs": sum(r["epochs"] for r in ok.values()),
+                        "wall_s": sum(r["wall_s"] for r in ok.values()),
+                        "failed_seeds": sorted(set(by_seed) - set(ok))}
+    return summary
+
+
+def ratios(summary: dict[str, dict]) -> dict[str, dict[str, dict[str, float]]]:
+    """For each hpctune row and each peer row: hpctune / peer, of mean best and of total wall time."""
+    out = {}
+    for row in (r for r in summary if r.startswith("hpctune-")):
+        out[row] = {}
+        for peer in (p for p in PEERS if p in summary):
+            mine, theirs = summary[row], summary[peer]
+            out[row][peer] = {
+                "best": mine["best_mean"] / theirs["best_mean"] if theirs["best_mean"] > 0 else float("inf"),
+                "wall": mine["wall_s"] / theirs["wall_s"]}
+    return out
+
+
+def print_table(summary: dict[str, dict], table_ratios: dict) -> None:
+    print(f"\n{'row':22s} {'best mAP50-95 mean':>18s} {'(min-max)':>15s}  {'per seed':24s} {'epochs':>6s} {'wall s':>8s}")
+    for row, s in summary.items():
+        per_seed = " ".join(f"{v:.4f}" for v in s["best"].values())
+        failed = f"  FAILED seeds {s['failed_seeds']}" if s["failed_seeds"] else ""
+        print(f"{row:22s} {s['best_mean']:18.4f} {s['best_min']:7.4f}-{s['best_max']:.4f}  {per_seed:24s} "
+              f"{s['epochs']:6d} {s['wall_s']:8.1f}{failed}")
+    for row, peers in table_ratios.items():
+        parts = [f"vs {peer}: best x{r['best']:.2f}, wall x{r['wall']:.2f}" for peer, r in peers.items()]
+        print(f"{row:22s} " + "; ".join(parts))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=8, help="trials per search (T)")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs per trial at most (E)")
+    parser.add_argument("--grace", type=int, default=3, help="ASHA grace period in epochs (G)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--imgsz", type=int, default=96)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--algs", nargs="+", default=list(DEFAULT_ALGS), help="hpctune search algorithms, one row each")
+    parser.add_argument("--rows", nargs="+", help="run only these rows (default: the peers and every hpctune-<alg>)")
+    parser.add_argument("--workdir", type=Path, help="work folder (default: a fresh temporary one)")
+    parser.add_argument("--out", type=Path, help="JSON of all raw figures (default: WORKDIR/results.json)")
+    parser.add_argument("--legacy-api", action="store_true",
+                        help="TESTING ONLY: if hpctune.tune rejects search_alg, run its built-in search instead "
+                             "(every hpctune row is then the same search) and tolerate no result.baseline_metric")
+    # Dataset size (hidden: for the smoke test) and the child-process side.
+    parser.add_argument("--n-train", type=int, default=384, help=argparse.SUPPRESS)
+    parser.add_argument("--n-val", type=int, default=96, help=argparse.SUPPRESS)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--rundir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        run_child(args)
+        return
+
+    all_rows = [*PEERS, *(f"hpctune-{alg}" for alg in args.algs)]
+    rows = args.rows or all_rows
+    unknown = [r for r in rows if r not in PEERS and not r.startswith("hpctune-")]
+    if unknown:
+        parser.error(f"unknown rows {unknown}; choose from {all_rows}")
+    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="hpctune-search-quality-"))).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = (args.out or workdir / "results.json").resolve()
+    env = prepare_env(workdir)
+    sys.path.insert(0, str(SCRIPTS))
+    from hard_shapes import make_hard_dataset
+
+    data = make_hard_dataset(workdir / "data", n_train=args.n_train, n_val=args.n_val, imgsz=args.imgsz, seed=0)
+    settings = {"trials": args.trials, "epochs": args.epochs, "grace": args.grace, "seeds": args.seeds,
+                "imgsz": args.imgsz, "batch": args.batch, "n_train": args.n_train, "n_val": args.n_val,
+                "cpus": cpu_count(), "model": MODEL, "data": str(data), "legacy_api": args.legacy_api}
+    print(f"budget: {args.trials} trials x {args.epochs} epochs, ASHA grace {args.grace}, seeds {args.seeds}; "
+          f"hard_shapes {args.n_train}+{args.n_val} images at {args.imgsz} px, batch {args.batch}; "
+          f"{cpu_count()} CPUs; work folder {workdir}", flush=True)
+    if args.legacy_api:
+        print("WARNING: --legacy-api: hpctune rows may ignore search_alg (testing only)", flush=True)
+
+    runs: dict[str, dict[int, dict]] = {}
+    for row in rows:
+        for seed in args.seeds:
+            outcome = run_row(args, row, seed, data, workdir, env)
+            runs.setdefault(row, {})[seed] = outcome
+            if "error" in outcome:
+                print(f"  {row:22s} seed {seed}: FAILED ({outcome['error']})\n{outcome['log_tail'][-1500:]}",
+                      flush=True)
+            else:
+                extra = f"  baseline {outcome['baseline']}" if outcome.get("baseline") is not None else ""
+                extra += "  (legacy: search_alg ignored)" if outcome.get("legacy_fallback") else ""
+                print(f"  {row:22s} seed {seed}: best {outcome['best']:.4f}  {outcome['trials']} trials  "
+                      f"{outcome['epochs']} epochs  {outcome['wall_s']:.1f} s{extra}", flush=True)
+            summary = summarize(runs)
+            report = {"settings": settings, "runs": runs, "summary": summary, "ratios": ratios(summary)}
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(report, indent=1, default=float))
+
+    print_table(report["summary"], report["ratios"])
+    print(f"\nraw figures: {out}")
+    failed = [f"{row} seed {seed}" for row, by_seed in runs.items() for seed, r in by_seed.items() if "error" in r]
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""The search-quality benchmark (scripts/bench_search_quality.py) and its dataset (scripts/hard_shapes.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import hard_shapes
+import pytest
+import yaml
+from hard_shapes import CLASS_NAMES, MARKER, make_hard_dataset
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "bench_search_quality.py"
+SMALL = {"n_train": 10, "n_val": 4, "imgsz": 64}
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.suffix in {".png", ".txt"}}
+
+
+def test_hard_dataset_is_valid_deterministic_and_reused(tmp_path: Path) -> None:
+    data_yaml = make_hard_dataset(tmp_path / "a", seed=5, **SMALL)
+    root = (tmp_path / "a").resolve()
+    assert data_yaml == root / "data.yaml"
+    data = yaml.safe_load(data_yaml.read_text())
+    assert Path(data["path"]) == root and list(data["names"].values()) == list(CLASS_NAMES)
+    assert len(CLASS_NAMES) >= 6
+    boxes = 0
+    for split in ("train", "val"):
+        images = sorted(Path(data[split]).glob("*.png"))
+        assert Path(data[split]).is_absolute() and len(images) == SMALL[f"n_{split}"]
+        for image_path in images:
+            with Image.open(image_path) as image:
+                assert image.size == (SMALL["imgsz"],) * 2 and image.mode == "RGB"
+            rows = [line.split() for line in (root / "labels" / split / f"{image_path.stem}.txt").read_text().splitlines()]
+            assert 1 <= len(rows) <= hard_shapes.OBJECTS[1]
+            for cls, *coords in rows:
+                cx, cy, w, h = map(float, coords)
+                assert 0 <= int(cls) < len(CLASS_NAMES)
+                assert 0 < w <= hard_shapes.OBJECT_SIZE[1] + 0.05 and 0 < h <= hard_shapes.OBJECT_SIZE[1] + 0.05
+                assert cx - w / 2 >= -1e-6 and cx + w / 2 <= 1 + 1e-6
+                assert cy - h / 2 >= -1e-6 and cy + h / 2 <= 1 + 1e-6
+                boxes += 1
+    assert boxes >= 2 * (SMALL["n_train"] + SMALL["n_val"])  # several objects per image
+
+    # Same seed: identical files; another seed: different ones.
+    make_hard_dataset(tmp_path / "b", seed=5, **SMALL)
+    make_hard_dataset(tmp_path / "c", seed=6, **SMALL)
+    assert _files(root) == _files(tmp_path / "b")
+    assert _files(root) != _files(tmp_path / "c")
+
+    # A finished dataset with the same parameters is reused untouched; other parameters rebuild it.
+    marker = root / MARKER
+    stamp = marker.stat().st_mtime_ns
+    (root / "images" / "train" / "extra.png").write_bytes(b"kept if reused")
+    assert make_hard_dataset(root, seed=5, **SMALL) == data_yaml
+    assert marker.stat().st_mtime_ns == stamp and (root / "images" / "train" / "extra.png").exists()
+    make_hard_dataset(root, seed=5, **{**SMALL, "n_train": 11})
+    assert len(list((root / "images" / "train").glob("*.png"))) == 11
+    assert not list(tmp_path.glob(".a.*"))  # no temporary or trash folders left behind
+
+
+@pytest.mark.slow
+def test_benchmark_runs_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    command = [sys.executable, str(SCRIPT), "--trials", "2", "--epochs", "2", "--grace", "1", "--seeds", "0",
+               "--rows", "untuned", "ultralytics-genetic", "--n-train", "32", "--n-val", "16", "--imgsz", "64",
+               "--workdir", str(tmp_path / "work"), "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": ""})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    table = {line.split()[0]: line.split() for line in done.stdout.splitlines()
+             if line.split() and line.split()[0] in {"untuned", "ultralytics-genetic"}}
+    assert set(table) == {"untuned", "ultralytics-genetic"}
+    for fields in table.values():
+        float(fields[1])  # mean best mAP50-95
+    report = json.loads(out.read_text())
+    assert report["settings"]["trials"] == 2 and report["settings"]["n_train"] == 32
+    untuned, genetic = report["summary"]["untuned"], report["summary"]["ultralytics-genetic"]
+    assert untuned["epochs"] == 2 and genetic["epochs"] == 4
+    assert report["runs"]["ultralytics-genetic"]["0"]["trials"] == 2
+    for row in (untuned, genetic):
+        assert 0 <= row["best_mean"] <= 1 and row["wall_s"] > 0 and row["failed_seeds"] == []
+    assert str(out) in done.stdout
