@@ -30,4 +30,7 @@ cleanup() { if [ "$started_cluster" = 1 ]; then bash scripts/slurm-cluster-down.
 trap cleanup EXIT
 export PATH="$repo/.venv/bin:$PATH"
 .venv/bin/ruff check hpctune tests scripts
+if [ "$#" = 0 ]; then
+  bash scripts/check_wheel.sh  # a user's (non-editable) install works too
+fi
 .venv/bin/python -m pytest -ra "$@"

@@ -20,12 +20,18 @@ class Journaled(Searcher):
         self.searcher = searcher
         self.path = Path(path)
         self.baseline = baseline or None
+        self._entries: dict[str, dict[str, Any]] | None = None  # read from the file once per driver
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_entries": None}  # the file, not a pickle, is the record
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return self.searcher.set_search_properties(metric, mode, config, **spec)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        recorded = read_journal(self.path)
+        if self._entries is None:
+            self._entries = read_journal(self.path)
+        recorded = self._entries
         if trial_id in recorded:
             config = recorded[trial_id]["config"]
             self.searcher.adopt(trial_id, config)
@@ -35,10 +41,12 @@ class Journaled(Searcher):
             return config
         entry = {"trial_id": trial_id, "n": len(recorded), "config": config,
                  "baseline": bool(self.baseline) and not recorded and config == self.baseline}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(entry, default=float) + "\n")
+        with open(self.path, "a+b") as f:
+            torn = f.tell() > 0 and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n"  # a crash mid-line
+            f.write((b"\n" if torn else b"") + json.dumps(entry, default=float).encode() + b"\n")
             f.flush()
             os.fsync(f.fileno())
+        recorded[trial_id] = entry
         return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:

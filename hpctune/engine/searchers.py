@@ -68,8 +68,8 @@ def make_searcher(
 class SpaceSearcher(Searcher):
     """What every searcher shares: the plain space, the baseline first, mode max, results per epoch, JSON state.
 
-    Subclasses implement `_propose` (the searched values of the next configuration) and may react to
-    `_on_result` and `_on_complete`.
+    Subclasses implement `_propose` (the searched values of the next configuration, or of `anchor` when given:
+    the baseline, or an adopted configuration) and may react to `_on_result` and `_on_complete`.
     """
 
     name = ""
@@ -92,13 +92,19 @@ class SpaceSearcher(Searcher):
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec) -> bool:
         if mode and mode != "max":
             raise SpecError(f"hpctune searchers maximise the metric (mode 'max'), not mode '{mode}'")
-        if metric:
-            self._metric = metric
+        if metric and not self._metric:
+            self._metric = metric  # the constructor's metric wins, as in Ray's searchers given a space
         return False  # the space is ours: Ray must not see unresolved domains in its own config
 
     def suggest(self, trial_id: str) -> dict[str, Any]:
         first = self.anchor is not None and not self.trials
-        values = self._propose(trial_id, self.anchor if first else None)
+        return self._add(trial_id, self._propose(trial_id, self.anchor if first else None))
+
+    def adopt(self, trial_id: str, config: dict[str, Any]) -> dict[str, Any]:
+        """Take `config`, suggested before (e.g. replayed from a journal), as the suggestion for trial_id."""
+        return self._add(trial_id, self._propose(trial_id, {key: config[key] for key in self.searched}))
+
+    def _add(self, trial_id: str, values: dict[str, Any]) -> dict[str, Any]:
         config = {key: values[key] if key in self.searched else value for key, value in self.space.items()}
         self.trials[trial_id] = {"config": config, "results": {}, "outcome": None}
         return dict(config)
@@ -252,7 +258,7 @@ class TPESearcher(SpaceSearcher):
     def _propose(self, trial_id, anchor):
         if anchor is not None:
             if not all(_in_distribution(self.distributions[key], value) for key, value in anchor.items()):
-                logger.info("tpe: the baseline lies outside the space: it runs first but is not told to Optuna")
+                logger.info("tpe: trial %s lies outside the space (a baseline?): it is not told to Optuna", trial_id)
                 return anchor
             self.study.enqueue_trial(anchor)
         self.study.sampler = self._sampler()

@@ -1,5 +1,6 @@
 """The driver SIGKILLed mid-search, then `hpctune resume`: nothing finished is redone, nothing
-checkpointed is trained again, and ASHA keeps the rung records it had."""
+checkpointed is trained again, ASHA keeps the rung records it had, and the stateful searchers
+suggest nothing twice: every trial keeps the configuration recorded when it was suggested."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import psutil
+import pytest
 from conftest import HPCTUNE, QUICK_SPACE, QUICK_TRAIN_ARGS, REPO, read_records, run_cli, wait_for
 
 
@@ -54,13 +56,19 @@ def _mid_run(run_dir: Path) -> dict[str, str] | None:
     return statuses if done and in_flight else None
 
 
-def test_sigkill_then_resume_loses_nothing(shared_tmp, learnable_data):
+def _journal(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "suggestions.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("search", ["evolve", "tpe"])
+def test_sigkill_then_resume_loses_nothing(shared_tmp, learnable_data, search):
     (shared_tmp / "space.yaml").write_text(QUICK_SPACE)
-    run_dir = shared_tmp / "killed"
+    name = f"killed-{search}"
+    run_dir = shared_tmp / name
     driver = subprocess.Popen(
         [*HPCTUNE, "tune", "model=yolov8n.yaml", f"data={learnable_data}", f"epochs={EPOCHS}", *QUICK_TRAIN_ARGS,
          "--space", str(shared_tmp / "space.yaml"), "--grace-period", str(GRACE), "--reduction-factor", "3",
-         "--max-samples", "5", "--seed", "5", "--storage", str(shared_tmp), "--name", "killed"],
+         "--max-samples", "5", "--seed", "5", "--storage", str(shared_tmp), "--name", name, "--search", search],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
@@ -76,6 +84,7 @@ def test_sigkill_then_resume_loses_nothing(shared_tmp, learnable_data):
     wait_for(lambda: not _trial_processes(run_dir), 60, "the killed driver's trial processes to exit")
     before = read_records(run_dir)
     rungs_before = json.loads((run_dir / "asha_rungs.json").read_text())
+    journal_before = _journal(run_dir)
 
     result = run_cli("resume", str(run_dir), timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -106,3 +115,19 @@ def test_sigkill_then_resume_loses_nothing(shared_tmp, learnable_data):
     for rung in rungs_before:
         for trial, value in rung["recorded"].items():
             assert rungs_after[rung["milestone"]].get(trial) == value, (rung["milestone"], trial)
+
+    # The searcher: every trial suggested once, each with one configuration, kept across the kill.
+    journal = _journal(run_dir)
+    assert journal[: len(journal_before)] == journal_before, "recorded suggestions are append-only"
+    ids = [entry["trial_id"] for entry in journal]
+    assert len(ids) == len(set(ids)) == 5, ids
+    assert len({json.dumps(entry["config"], sort_keys=True) for entry in journal}) == 5, "a configuration ran twice"
+    assert journal[0]["baseline"]
+    ran = {row["trial_id"]: float(row["config/lr0"]) for row in _rows(run_dir)}
+    assert ran == {entry["trial_id"]: entry["config"]["lr0"] for entry in journal}
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    import csv
+
+    return list(csv.DictReader((run_dir / "results.csv").open()))
