@@ -44,7 +44,7 @@ def tune(
     """Run an ASHA search over YOLO training; extra keyword arguments are training arguments,
     as in Ultralytics' `model.tune(data=..., epochs=30, imgsz=320)`. `search_alg`: evolve (default),
     tpe (optuna), random; `iterations` is Ultralytics' name for max_samples."""
-    from hpctune.jobs import launch
+    from hpctune.jobs import local
 
     spec = build_spec(
         model=model, data=data, space=space, grace_period=grace_period, gpu_per_trial=gpu_per_trial,
@@ -52,9 +52,9 @@ def tune(
         reduction_factor=reduction_factor, seed=seed, name=name, storage=storage, cpus_per_trial=cpus_per_trial,
         wandb=wandb, search_alg=search_alg, metric=metric, iterations=iterations,
     )
-    launch.check_local_run(spec, address)
+    local.check_local_run(spec, address)
     rundir = create_run(spec)
-    return launch.run_search(rundir.path, address=address)
+    return local.run_search(rundir.path, address=address)
 
 
 def create_run(spec: RunSpec) -> RunDir:
@@ -83,10 +83,10 @@ def create_run(spec: RunSpec) -> RunDir:
 
 def resume(run_dir: str | Path, address: str | None = None) -> SearchResult:
     """Continue an interrupted search from its run directory."""
-    from hpctune.jobs import launch
+    from hpctune.jobs import local
 
     RunDir(run_dir).read_manifest()  # a clear error before Ray starts, if this is no run
-    return launch.run_search(run_dir, address=address)
+    return local.run_search(run_dir, address=address)
 
 
 def load_run(run_dir: str | Path) -> SearchResult:

@@ -26,12 +26,12 @@ def tune(train_args: tuple[str, ...], address: str | None, **options: Any) -> No
 
 def _run_new(spec, address: str | None) -> None:
     from hpctune.api import create_run
-    from hpctune.jobs import launch
+    from hpctune.jobs import local
 
-    launch.check_local_run(spec, address)
+    local.check_local_run(spec, address)
     rundir = create_run(spec)
     click.echo(f"hpctune: run directory {rundir.path}  (resume with: hpctune resume {rundir.path})")
-    _print_result(launch.run_search(rundir.path, address=address))
+    _print_result(local.run_search(rundir.path, address=address))
 
 
 @click.command()

@@ -69,20 +69,20 @@ def submit(train_args: tuple[str, ...], dry_run: bool, **options: Any) -> None:
     `hpctune submit data=data.yaml epochs=30 --nodes 4 --gpus-per-node 4 --time 1-00:00:00`."""
     from hpctune.api import create_run
     from hpctune.errors import HpctuneError
-    from hpctune.jobs import launch
+    from hpctune.jobs import submit as jobs
     from hpctune.slurm.events import SLURM_DIR
     from hpctune.slurm.sbatch import render_submitit
 
     spec, settings = _slurm_spec(train_args, options)
     if dry_run:
-        script = render_submitit(settings, launch.job_name(spec), spec.run_dir / SLURM_DIR, launch.python_command())
+        script = render_submitit(settings, jobs.job_name(spec), spec.run_dir / SLURM_DIR, jobs.python_command())
         click.echo(script.rstrip("\n"))
         click.echo("# ---- hpctune: resolved spec (--dry-run: nothing submitted, nothing written) ----")
         click.echo(yaml.safe_dump(spec.to_dict(), sort_keys=True).rstrip("\n"))
         return
     rundir = create_run(spec)
     try:
-        job = launch.submit(rundir.path)
+        job = jobs.submit(rundir.path)
     except HpctuneError:
         shutil.rmtree(rundir.path, ignore_errors=True)  # nothing runs it: leave nothing behind
         raise
@@ -103,12 +103,12 @@ def sbatch_script(train_args: tuple[str, ...], **options: Any) -> None:
     """Write a standalone sbatch script for the search to stdout (`hpctune sbatch ... > tune.sbatch`).
     Creates the run directory; `sbatch tune.sbatch` runs it, and submitting it again resumes it."""
     from hpctune.api import create_run
-    from hpctune.jobs import launch
+    from hpctune.jobs import submit as jobs
     from hpctune.slurm import events
     from hpctune.slurm.sbatch import render_standalone
 
     spec, settings = _slurm_spec(train_args, options)
-    script = render_standalone(settings, launch.job_name(spec), spec.run_dir, launch.python_command())
+    script = render_standalone(settings, jobs.job_name(spec), spec.run_dir, jobs.python_command())
     rundir = create_run(spec)
     events.record(rundir.path, "scripted", route="sbatch")
     click.echo(script, nl=False)
@@ -136,28 +136,28 @@ def cancel(run_dir: str, wait_s: int) -> None:
     """Cancel the run's job. The search stops gracefully first (trials keep their epochs, the
     experiment state is saved), and the run stays resumable: `hpctune resume RUN_DIR --submit`."""
     from hpctune.errors import ClusterError
-    from hpctune.jobs import launch
+    from hpctune.jobs import submit as jobs
     from hpctune.run.rundir import RunDir
 
     rundir = RunDir(run_dir)
     rundir.read_manifest()
-    active = launch.active_jobs(rundir)
+    active = jobs.active_jobs(rundir)
     if not active:
         raise ClusterError(f"run {rundir.path} has no queued or running job: nothing to cancel")
     for job, state in active:
         click.echo(f"hpctune: cancelling job {job} ({state})")
-        how = launch.cancel_job(rundir, job, state, wait_s)
+        how = jobs.cancel_job(rundir, job, state, wait_s)
         click.echo(f"hpctune: job {job} {how}")
     click.echo(f"hpctune: continue the run with `hpctune resume {rundir.path} --submit`")
 
 
 def resubmit(run_dir: str) -> None:
     """`hpctune resume RUN_DIR --submit`: a new job with the run's own cluster settings."""
-    from hpctune.jobs import launch
+    from hpctune.jobs import submit as jobs
     from hpctune.run.rundir import RunDir
 
     rundir = RunDir(run_dir)
-    job = launch.submit(rundir.path, route="resume")
+    job = jobs.submit(rundir.path, route="resume")
     _submitted(job, rundir.path)
 
 @click.command()

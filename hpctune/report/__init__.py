@@ -1,1 +1,1 @@
-"""report"""
+"""Reading a run for people: the HTML report and its plots."""

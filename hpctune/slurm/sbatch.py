@@ -3,7 +3,7 @@ the template in the repository's slurm/ folder (what `hpctune sbatch` prints).
 
 Both start one task per node with `srun`; each task runs the setup lines and then Python,
 in the same shell, so `module load ...` takes effect on every node before Python starts. Both
-run the same in-job entry (hpctune.jobs.launch). Neither holds a secret: the Ray token is made inside
+run the same in-job entry (hpctune.jobs.entry). Neither holds a secret: the Ray token is made inside
 the job, W&B reads its key from the user's own login.
 """
 

@@ -1,1 +1,1 @@
-"""yolo"""
+"""Everything Ultralytics: training arguments, spaces, optimizer resolution, the YOLO trainer, data."""

@@ -38,7 +38,8 @@ def test_hard_dataset_is_valid_deterministic_and_reused(tmp_path: Path) -> None:
         for image_path in images:
             with Image.open(image_path) as image:
                 assert image.size == (SMALL["imgsz"],) * 2 and image.mode == "RGB"
-            rows = [line.split() for line in (root / "labels" / split / f"{image_path.stem}.txt").read_text().splitlines()]
+            label = root / "labels" / split / f"{image_path.stem}.txt"
+            rows = [line.split() for line in label.read_text().splitlines()]
             assert 1 <= len(rows) <= hard_shapes.OBJECTS[1]
             for cls, *coords in rows:
                 cx, cy, w, h = map(float, coords)

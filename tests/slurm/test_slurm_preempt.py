@@ -125,7 +125,7 @@ def test_time_limit_requeues_until_the_search_is_done(env, shared_tmp):
     the search completes. Simulated trials (hpctune.testing.simulate: epochs are sleeps of a few seconds)
     make the search's length, and so the timeouts, predictable on this busy machine."""
     from hpctune.api import create_run
-    from hpctune.jobs import launch
+    from hpctune.jobs import submit as jobs
     from hpctune.slurm.settings import ClusterSettings, check_with_cluster
     from hpctune.testing import simulate
 
@@ -137,7 +137,7 @@ def test_time_limit_requeues_until_the_search_is_done(env, shared_tmp):
                                max_requeues=5)
     spec.cluster = check_with_cluster(settings).to_dict()
     run_dir = create_run(spec).path
-    job = launch.submit(run_dir)
+    job = jobs.submit(run_dir)
     runs = wait_job_done(env, job, 900, run_dir)
     assert runs[-1]["State"] == "COMPLETED", job_logs(run_dir, job)
     assert_completed_search(run_dir, 4)

@@ -143,7 +143,7 @@ def test_submit_three_nodes_cancel_lost_node_scancel_and_resume_submit(env, shar
 
 
 def _assert_dry_run_shows_what_was_submitted(run_dir: Path, job: str) -> None:
-    from hpctune.jobs.launch import job_name, python_command
+    from hpctune.jobs.submit import job_name, python_command
     from hpctune.run.rundir import RunDir
     from hpctune.run.spec import RunSpec
     from hpctune.slurm.sbatch import render_submitit
@@ -204,7 +204,7 @@ def test_sbatch_script_and_tune_in_a_users_job_share_nodes_and_fake_gpus(env, sh
                   "--time", "0-00:20:00", "--gpus-per-node", "2", "--gpu-per-trial", "1",
                   "--sbatch-arg", f"nodelist={two}", env=env)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("#!/bin/bash") and "hpctune.jobs.launch" in out.stdout
+    assert out.stdout.startswith("#!/bin/bash") and "hpctune.jobs.entry" in out.stdout
     (shared_tmp / "whole.sbatch").write_text(out.stdout)
     users = shared_tmp / "users.sbatch"
     users.write_text(

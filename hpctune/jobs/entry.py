@@ -1,14 +1,13 @@
-"""A search as a SLURM job: submission through submitit, the in-job entry, and the route for
-`hpctune tune` inside an allocation the user already has.
+"""The in-job entry of a search, the same on every route: one task per node; `ray_cluster` makes
+rank 0 the Ray head and the others Ray workers; rank 0 drives the engine from the run directory
+(which restores the search when it has state).
 
-    hpctune submit  -> submit(run_dir) -> submitit -> SearchJob() on every node -> run_job()
-    hpctune sbatch  -> standalone script -> srun python -m hpctune.jobs.launch RUN_DIR -> run_job()
-    hpctune tune (in salloc/sbatch) -> run_search() -> srun python -m hpctune.jobs.launch RUN_DIR
+    hpctune submit  -> jobs.submit -> submitit -> SearchJob() on every node -> run_job()
+    hpctune sbatch  -> standalone script -> srun python -m hpctune.jobs.entry RUN_DIR -> run_job()
+    hpctune tune (in salloc/sbatch) -> jobs.local.run_search -> srun python -m hpctune.jobs.entry RUN_DIR
 
-`run_job` is the same on every route: one task per node; `ray_cluster` makes rank 0 the Ray
-head and the others Ray workers; rank 0 drives `search.run` from the run directory (which
-restores the search when it has state). On USR2 or TERM the search stops gracefully
-(interrupt.py), Ray is torn down on every node, and the job is requeued where that is due:
+On USR2 or TERM the search stops gracefully (engine/interrupt.py), Ray is torn down on every node,
+and the job is requeued where that is due:
   USR2 (preemption, or --signal before the time limit) -> requeue; a time-limit requeue counts
       against max_requeues (submitit's countdown on the submitit route);
   TERM at the time limit -> the same as a timeout;
@@ -20,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shlex
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -33,13 +30,11 @@ import submitit
 
 from hpctune.engine import interrupt
 from hpctune.errors import ClusterError, HpctuneError
-from hpctune.run.results import load_result
 from hpctune.run.rundir import RunDir
 from hpctune.run.spec import RunSpec
 from hpctune.slurm import events, queries
 from hpctune.slurm.allocation import Allocation
-from hpctune.slurm.sbatch import node_command, submitit_parameters
-from hpctune.slurm.settings import ClusterSettings, check_storage
+from hpctune.slurm.settings import ClusterSettings
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +42,6 @@ CLUSTER_DIR = "cluster"  # RUN_DIR/cluster: where the nodes of each job meet (ra
 # Slurm sends --signal up to 60 s early (sbatch(1); 0-30 s measured here): a stop this close to the
 # time limit is a timeout, not a preemption.
 TIMEOUT_MARGIN_S = 90
-
-
-def job_name(spec: RunSpec) -> str:
-    return f"hpctune-{spec.name}"
-
-
-def python_command() -> str:
-    return shlex.quote(sys.executable)
 
 
 def cluster_settings(rundir: RunDir) -> tuple[RunSpec, ClusterSettings]:
@@ -65,66 +52,6 @@ def cluster_settings(rundir: RunDir) -> tuple[RunSpec, ClusterSettings]:
             f"`hpctune resume {rundir.path}`, or start a new one with `hpctune submit`"
         )
     return spec, ClusterSettings.from_dict(spec.cluster)
-
-
-def make_executor(rundir: RunDir, spec: RunSpec, settings: ClusterSettings) -> submitit.SlurmExecutor:
-    """submitit's executor for this run: logs and pickles in RUN_DIR/slurm, on shared storage."""
-    executor = submitit.SlurmExecutor(
-        folder=rundir.path / events.SLURM_DIR, max_num_timeout=settings.max_requeues,
-        python=node_command(settings.setup, python_command()),
-    )
-    executor.update_parameters(**submitit_parameters(settings, job_name(spec)))
-    return executor
-
-
-def submit(run_dir: str | Path, route: str = "submit") -> str:
-    """Submit the run as a job with its own cluster settings; return the job id."""
-    rundir = RunDir(run_dir)
-    spec, settings = cluster_settings(rundir)
-    queries.require("sbatch")
-    active = active_jobs(rundir)
-    if active:
-        job, state = active[0]
-        raise ClusterError(f"job {job} of run {rundir.path} is {state}: wait for it or `hpctune cancel` it first")
-    executor = make_executor(rundir, spec, settings)
-    try:
-        job = executor.submit(SearchJob(str(rundir.path)))
-    except Exception as exc:  # noqa: BLE001  (submitit wraps sbatch's refusal in several types)
-        why = str(exc).strip().splitlines()
-        raise ClusterError(f"sbatch refused the job: {why[-1] if why else exc.__class__.__name__}") from None
-    events.record(rundir.path, "submitted", job=str(job.job_id), route=route, nodes=settings.nodes)
-    return str(job.job_id)
-
-
-def active_jobs(rundir: RunDir) -> list[tuple[str, str]]:
-    """(job id, state) of this run's jobs that Slurm still queues or runs."""
-    found = []
-    for job in events.job_ids(events.read(rundir.path)):
-        state = queries.squeue_state(job)
-        if state is not None and state not in {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT"}:
-            found.append((job, state))
-    return found
-
-
-def cancel_job(rundir: RunDir, job: str, state: str, wait_s: float = 60) -> str:
-    """Cancel one job of the run. A running one first gets USR2 in its steps, the signal the search
-    stops gracefully on (TERM would stop Ray's own processes under it), with a marker that says
-    "do not requeue"; `wait_s` seconds later at the most, scancel ends the job."""
-    events.cancel_marker(rundir.path, job).write_text("cancelled with hpctune cancel\n")
-    events.record(rundir.path, "cancel", job=job, state=state)
-    if state == "RUNNING":
-        since = time.time()
-        queries.run(["scancel", "--signal=USR2", job], check=False)
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and queries.squeue_state(job) is not None:
-            stopped = any(e.get("event") in {"interrupted", "ended", "failed"} and e.get("job") == job
-                          and e["time"] >= since - 1 for e in events.read(rundir.path))
-            if stopped:
-                break
-            time.sleep(1)
-    if queries.squeue_state(job) is not None:
-        queries.cancel(job)
-    return "stopped and cancelled" if state == "RUNNING" else "cancelled"
 
 
 class SearchJob(submitit.helpers.Checkpointable):
@@ -154,7 +81,7 @@ def run_job(run_dir: str | Path, requeue: Callable[[str], None]) -> dict[str, An
     _job_logging()
     alloc = Allocation.from_env()
     if alloc is None:
-        raise ClusterError("hpctune.jobs.launch runs inside a SLURM job: submit with `hpctune submit` or sbatch")
+        raise ClusterError("hpctune.jobs.entry runs inside a SLURM job: submit with `hpctune submit` or sbatch")
     rundir = RunDir(run_dir)
     rundir.read_manifest()
     interrupt.ignore_in_children(signal.SIGUSR2)  # the Ray processes started below inherit it
@@ -284,45 +211,8 @@ def _scontrol_requeue(run_dir: str | Path, reason: str) -> None:
         log.warning("could not requeue job %s: %s", alloc.job_id, exc)
 
 
-# ---------------------------------------------------------------- inside an existing allocation
-
-def check_local_run(spec: RunSpec, address: str | None) -> None:
-    """`hpctune tune` inside a multi-node allocation uses every node: storage must be shared."""
-    alloc = Allocation.from_env()
-    if address is None and alloc is not None and alloc.step_id is None and alloc.num_nodes > 1:
-        check_storage(spec.storage, f"run directory {spec.run_dir}")
-
-
-def run_search(run_dir: str | Path, address: str | None = None):
-    """Run a search here: on a given Ray cluster; on every node of the allocation this process
-    runs in (a batch script or an salloc shell: one `srun` task per node); else on this machine."""
-    from hpctune.engine import driver as search
-
-    alloc = Allocation.from_env()
-    if address is not None or alloc is None:
-        return search.run(run_dir, address=address)
-    if alloc.step_id is not None:
-        if alloc.tasks_on_node > 1 or len(alloc.nodes) > 1:
-            raise ClusterError(
-                "hpctune runs once per job, not in every task of a step: call it in the batch script or the "
-                "salloc shell (it starts one task per node itself), or give --address of a Ray cluster"
-            )
-        return search.run(run_dir, address=address)  # a one-task step (e.g. srun --pty): this node only
-    cmd = ["srun", f"--nodes={alloc.num_nodes}", f"--ntasks={alloc.num_nodes}", "--ntasks-per-node=1",
-           f"--cpus-per-task={alloc.cpus}", "--kill-on-bad-exit=0", "--unbuffered",
-           sys.executable, "-u", "-m", "hpctune.jobs.launch", "--no-requeue", str(RunDir(run_dir).path)]
-    queries.require("srun")
-    log.info("running on the %d node(s) of job %s: %s", alloc.num_nodes, alloc.job_id, shlex.join(cmd))
-    code = subprocess.run(cmd).returncode
-    if code != 0:
-        log.warning("srun ended with exit code %d: see %s", code, RunDir(run_dir).log_file)
-    return load_result(run_dir)
-
-
-# ---------------------------------------------------------------- python -m hpctune.jobs.launch RUN_DIR
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hpctune.jobs.launch", description="The in-job entry of a run.")
+    parser = argparse.ArgumentParser(prog="python -m hpctune.jobs.entry", description="The in-job entry of a run.")
     parser.add_argument("run_dir", help="the run directory (on storage every node sees)")
     parser.add_argument("--no-requeue", action="store_true",
                         help="never requeue the job (hpctune tune inside an allocation: salloc cannot be requeued, "
