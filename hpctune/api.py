@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 import os
 import shutil
 import tempfile
@@ -16,7 +17,10 @@ from hpctune.run.spec import RunSpec
 from hpctune.yolo.arguments import build_spec
 from hpctune.yolo.data import write_data_yaml
 
-_PACKAGES = ("hpctune", "ultralytics", "ray", "torch", "submitit", "wandb")
+_PACKAGES = ("hpctune", "ultralytics", "ray", "torch", "submitit", "wandb", "optuna")
+# build_spec's keywords beyond Ultralytics' tune() arguments (resources are detected, not given)
+SEARCH_SETTINGS = set(inspect.signature(build_spec).parameters) - {
+    "model", "data", "space", "grace_period", "gpu_per_trial", "max_samples", "train_args", "resources"}
 
 
 def tune(
@@ -28,29 +32,21 @@ def tune(
     max_samples: int = 10,
     train_args: dict[str, Any] | None = None,
     *,
-    epochs: int | None = None,
-    reduction_factor: int = 3,
-    seed: int = 0,
-    name: str | None = None,
-    storage: str | Path = "runs/hpctune",
-    cpus_per_trial: float | None = None,
     address: str | None = None,
-    wandb: dict[str, Any] | None = None,
-    search_alg: str | None = None,
-    metric: str | None = None,
-    iterations: int | None = None,
-    **more_train_args: Any,
+    **options: Any,
 ) -> SearchResult:
-    """Run an ASHA search over YOLO training; extra keyword arguments are training arguments,
-    as in Ultralytics' `model.tune(data=..., epochs=30, imgsz=320)`. `search_alg`: evolve (default),
-    tpe (optuna), random; `iterations` is Ultralytics' name for max_samples."""
+    """Run an ASHA search over YOLO training, with Ultralytics' `model.tune()` arguments.
+
+    Keywords of `hpctune.yolo.arguments.build_spec` are search settings (epochs, search_alg: evolve,
+    tpe/optuna or random; iterations, Ultralytics' name for max_samples; metric, seed, name, storage,
+    reduction_factor, cpus_per_trial, wandb); any other keyword is a training argument, as in
+    `model.tune(data=..., epochs=30, imgsz=320)`. `address` names a running Ray cluster."""
     from hpctune.jobs import local
 
+    settings = {key: options.pop(key) for key in list(options) if key in SEARCH_SETTINGS}
     spec = build_spec(
         model=model, data=data, space=space, grace_period=grace_period, gpu_per_trial=gpu_per_trial,
-        max_samples=max_samples, train_args={**(train_args or {}), **more_train_args}, epochs=epochs,
-        reduction_factor=reduction_factor, seed=seed, name=name, storage=storage, cpus_per_trial=cpus_per_trial,
-        wandb=wandb, search_alg=search_alg, metric=metric, iterations=iterations,
+        max_samples=max_samples, train_args={**(train_args or {}), **options}, **settings,
     )
     local.check_local_run(spec, address)
     rundir = create_run(spec)

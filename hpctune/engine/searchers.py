@@ -200,7 +200,7 @@ class SpaceSearcher(Searcher):
 class RandomSearcher(SpaceSearcher):
     """Independent draws from a numpy generator seeded with `seed`: suggestion n depends only on (space, seed, n).
 
-    The draws are those of hpctune's `sample_configs(space, count, seed)`, after the baseline.
+    Seeded numpy draws, after the baseline: suggestion n depends on (space, seed, n) alone.
     """
 
     name = "random"

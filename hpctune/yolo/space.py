@@ -1,9 +1,8 @@
-"""Search spaces: the default YOLO space, user spaces from dicts or YAML/JSON files, sampling.
+"""Search spaces: the named YOLO spaces, user spaces from dicts or YAML/JSON files, the baseline.
 
 A space is kept as plain data, `{key: {"uniform": [lo, hi]}}` or `{key: value}` for a fixed value,
-so that it can be written to the run manifest and read back identically on any node. Configurations
-are sampled here with a seeded numpy generator, not by Ray, so that a seed gives the same trials
-whatever the Ray version, and every sampled configuration is recorded before anything runs.
+so that it can be written to the run manifest and read back identically on any node; the searchers
+(hpctune.engine.searchers) draw from this form with seeded generators, not Ray's domains.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from hpctune.errors import SpecError
@@ -238,44 +236,3 @@ def _from_ray_domain(key: str, value: Any) -> Any:
 
 def searched_keys(space: dict[str, Any]) -> list[str]:
     return [key for key, value in space.items() if isinstance(value, dict)]
-
-
-def sample_configs(space: dict[str, Any], count: int, seed: int) -> list[dict[str, Any]]:
-    """Draw `count` configurations; the same space, count and seed always give the same list."""
-    rng = np.random.default_rng(seed)
-    return [{key: _draw(rng, value) for key, value in space.items()} for _ in range(count)]
-
-
-def _draw(rng: np.random.Generator, value: Any) -> Any:
-    if not isinstance(value, dict):
-        return value
-    (kind, args), = value.items()
-    if kind == "uniform":
-        return float(rng.uniform(args[0], args[1]))
-    if kind == "loguniform":
-        return float(math.exp(rng.uniform(math.log(args[0]), math.log(args[1]))))
-    if kind == "quniform":
-        low, high, step = args
-        drawn = round(rng.uniform(low, high) / step) * step
-        return float(min(max(drawn, low), high))
-    if kind == "randint":
-        return int(rng.integers(args[0], args[1]))
-    return args[int(rng.integers(len(args)))]  # choice
-
-
-def to_ray_space(space: dict[str, Any]) -> dict[str, Any]:
-    """The same space as ray.tune domains, so Ray shows and checks the ranges of the sampled values."""
-    from ray import tune
-
-    makers = {
-        "uniform": tune.uniform, "loguniform": tune.loguniform, "quniform": tune.quniform,
-        "randint": tune.randint, "choice": tune.choice,
-    }
-    ray_space = {}
-    for key, value in space.items():
-        if isinstance(value, dict):
-            (kind, args), = value.items()
-            ray_space[key] = makers[kind](args) if kind == "choice" else makers[kind](*args)
-        else:
-            ray_space[key] = value
-    return ray_space
