@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 from ray.tune.search import Searcher
 
 from hpctune.run.journal import read_journal
+from hpctune.run.rundir import append_jsonl
 
 
 class Journaled(Searcher):
@@ -41,11 +40,7 @@ class Journaled(Searcher):
             return config
         entry = {"trial_id": trial_id, "n": len(recorded), "config": config,
                  "baseline": bool(self.baseline) and not recorded and config == self.baseline}
-        with open(self.path, "a+b") as f:
-            torn = f.tell() > 0 and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n"  # a crash mid-line
-            f.write((b"\n" if torn else b"") + json.dumps(entry, default=float).encode() + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.path, entry)  # durable before Ray creates the trial
         recorded[trial_id] = entry
         return config
 

@@ -23,13 +23,16 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from hpctune.errors import RunDirError
 from hpctune.run.rundir import LOCK, RunDir, atomic_write_text
 from hpctune.run.spec import RunSpec
+
+if TYPE_CHECKING:
+    from hpctune.report.importance import Importance
 
 RECORDS = "epochs.jsonl"  # hpctune.trial.RECORDS; trial.py is imported only where records are read (it imports Ray)
 
@@ -47,9 +50,11 @@ PLOTS = {  # file: (title, caption)
         "Hyperparameters against the metric", "Each searched hyperparameter against the trial's last reported "
         "metric. Trials stopped early report from fewer epochs, so they sit lower for that reason too."),
     "importance.png": (
-        "Parameter importance (estimate)", "Absolute Spearman rank correlation between each hyperparameter and the "
-        "trials' last metric (the sign says whether higher values did better). It measures a monotonic association "
-        "only, mixes in the epochs each trial got, and with fewer than about ten trials it is mostly noise."),
+        "Parameter importance (estimate)", "PED-ANOVA (Optuna): how differently each hyperparameter is spread among "
+        "the best trials than among all trials, by their last metric. Bars are the mean over random subsets of the "
+        "trials and error bars the 10th-90th percentile; the black tick is what the same estimate gives with the "
+        "metric shuffled. A bar whose whole error bar clears its tick did more than chance. Trials stopped early "
+        "report from fewer epochs, which the estimate mixes in. With too few trials there is no estimate."),
 }
 
 
@@ -229,6 +234,7 @@ class Report:
 
 def write_report(run_dir: str | Path, top_k: int = 10, output: str | Path | None = None) -> Report:
     from hpctune.report import plots
+    from hpctune.report.importance import importance
 
     view = read_run(run_dir)
     folder = Path(output).expanduser().resolve() if output else view.rundir.path / REPORT_DIR
@@ -237,12 +243,13 @@ def write_report(run_dir: str | Path, top_k: int = 10, output: str | Path | None
     except OSError as exc:
         raise RunDirError(f"cannot write the report to {folder} ({exc.strerror}): pass a writable --output") from None
     spec = view.spec
-    scores = plots.importance(view.trials, view.keys)
+    log_keys = [k for k in view.keys if "loguniform" in view.spec.space[k]]
+    scores = importance(view.trials, view.keys, log_keys=log_keys)
     images = {
         "metric_vs_epoch.png": plots.metric_vs_epoch(view.trials, spec.metric, spec.epochs, view.milestones),
         "survivors_per_rung.png": plots.survivors(view.trials, spec.epochs, view.milestones, spec.reduction_factor),
         "hyperparameters.png": plots.hyperparameters(view.trials, view.keys, spec.space, spec.metric),
-        "importance.png": plots.importance_chart(scores, sum(t.metric is not None for t in view.trials)),
+        "importance.png": plots.importance_chart(scores),
     }
     paths = []
     for name, data in images.items():
@@ -327,7 +334,7 @@ window.addEventListener('load',hpctuneCheckImages);
 """
 
 
-def render_html(view: RunView, images: dict[str, bytes], scores: dict[str, float | None], top_k: int) -> str:
+def render_html(view: RunView, images: dict[str, bytes], scores: Importance, top_k: int) -> str:
     spec, e = view.spec, html.escape
     best, cfg = best_config(view)
     counts = view.counts()
@@ -386,15 +393,21 @@ def _settings_table(view: RunView) -> str:
     return f"<h2>Search</h2><table>{cells}</table>"
 
 
-def _importance_table(scores: dict[str, float | None]) -> str:
-    if not scores:
-        return ""
-    ordered = sorted(scores, key=lambda k: -abs(scores[k]) if scores[k] is not None else 1)
+def _importance_table(scores: Importance) -> str:
+    e = html.escape
+    if not scores.keys:
+        return f"<p class='muted'>No importance estimate: {e(scores.note)}.</p>"
+    directions = {1: "higher did better", -1: "lower did better", 0: "unclear"}
     cells = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{'n/a' if scores[k] is None else f'{abs(scores[k]):.2f}'}</td>"
-        f"<td>{'' if scores[k] is None else ('higher is better' if scores[k] > 0 else 'lower is better')}</td></tr>"
-        for k in ordered)
-    return f"<table><tr><th>hyperparameter</th><th>|ρ|</th><th class='l'>direction</th></tr>{cells}</table>"
+        f"<tr><td>{e(k.key)}</td><td>{k.mean:.3g}</td><td>{k.low:.3g} – {k.high:.3g}</td><td>{k.chance:.3g}</td>"
+        f"<td class='l'>{'yes' if k.above_chance else 'no'}</td><td class='l'>{directions[k.direction]}</td></tr>"
+        for k in scores.keys)
+    skipped = (f"<p class='muted'>Not estimated (a single value, or missing from some trials): "
+               f"{e(', '.join(scores.skipped))}.</p>" if scores.skipped else "")
+    return (f"<table><tr><th>hyperparameter</th><th>importance (mean)</th><th>10th–90th percentile</th>"
+            f"<th>chance</th><th class='l'>above chance</th><th class='l'>direction</th></tr>{cells}</table>"
+            f"<p class='muted'>{e(scores.estimator)} on {scores.resamples} random subsets of 80% of the "
+            f"{scores.usable} trials with a metric.</p>{skipped}")
 
 
 def _top_table(view: RunView, top_k: int) -> str:

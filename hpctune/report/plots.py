@@ -1,8 +1,7 @@
 """The report's figures, drawn with matplotlib's Agg canvas (no display, no global pyplot state).
 
-Each function takes the run's trials (report.TrialRecord) and returns PNG bytes.
-Parameter importance is the absolute Spearman rank correlation between a hyperparameter and the
-trials' last reported metric: simple, assumption-light, and honest about being only a hint.
+Each function takes the run's trials (report.TrialRecord), or for importance_chart the estimate
+report.importance computed from them, and returns PNG bytes.
 """
 
 from __future__ import annotations
@@ -14,6 +13,9 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from hpctune.report.importance import SPREAD, SUBSET, Importance
 
 MARKERS = {  # state: (marker, colour, label)
     "completed": ("o", "#2ca02c", "completed"),
@@ -23,6 +25,7 @@ MARKERS = {  # state: (marker, colour, label)
     "interrupted": ("|", "#7f7f7f", "interrupted"),
 }
 _OTHER = ("d", "#7f7f7f", "other")
+DIRECTION_COLOURS = {1: "#2ca02c", -1: "#d62728", 0: "#9e9e9e"}
 
 
 def _png(fig: Figure) -> bytes:
@@ -148,69 +151,31 @@ def hyperparameters(trials: list, keys: list[str], space: dict[str, Any], metric
     return _png(fig)
 
 
-def rankdata(values: list[float]) -> np.ndarray:
-    """Ranks 1..n, ties sharing their mean rank (as scipy.stats.rankdata)."""
-    array = np.asarray(values, dtype=float)
-    order = np.argsort(array, kind="mergesort")
-    ranks = np.empty(len(array))
-    sorted_values = array[order]
-    start = 0
-    while start < len(array):
-        end = start
-        while end + 1 < len(array) and sorted_values[end + 1] == sorted_values[start]:
-            end += 1
-        ranks[order[start:end + 1]] = (start + end) / 2 + 1
-        start = end + 1
-    return ranks
-
-
-def spearman(xs: list[float], ys: list[float]) -> float | None:
-    """Spearman's rank correlation, or None when either side is constant or too short."""
-    if len(xs) < 3:
-        return None
-    rx, ry = rankdata(xs), rankdata(ys)
-    if rx.std() == 0 or ry.std() == 0:
-        return None
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def importance(trials: list, keys: list[str]) -> dict[str, float | None]:
-    """Spearman correlation of each hyperparameter with the last metric (sign kept, None if undefined)."""
-    scored = [t for t in trials if t.metric is not None]
-    result: dict[str, float | None] = {}
-    for key in keys:
-        pairs = [(t.config.get(key), t.metric) for t in scored if key in t.config]
-        if pairs and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x, _ in pairs):
-            xs = [float(x) for x, _ in pairs]
-        else:  # a categorical: rank its values by their mean metric
-            means: dict[str, list[float]] = {}
-            for x, y in pairs:
-                means.setdefault(repr(x), []).append(y)
-            order = sorted(means, key=lambda k: float(np.mean(means[k])))
-            xs = [float(order.index(repr(x))) for x, _ in pairs]
-        result[key] = spearman(xs, [y for _, y in pairs])
-    return result
-
-
-def importance_chart(scores: dict[str, float | None], count: int) -> bytes:
-    known = {k: v for k, v in scores.items() if v is not None}
-    if not known:
+def importance_chart(result: Importance) -> bytes:
+    """The importance estimate per hyperparameter: its mean over the resamples, the spread as an error bar,
+    and the level the same estimate reaches with the metric shuffled (chance); or why there is none."""
+    if not result.keys:
         fig = Figure(figsize=(7, 3), dpi=100)
-        why = ("fewer than 3 trials with a metric" if count < 3
-               else "the metric (or every value) is the same in all trials")
-        _note(fig, f"no importance estimate: {why}")
+        _note(fig, f"no importance estimate: {result.note}")
         return _png(fig)
-    keys = sorted(known, key=lambda k: abs(known[k]))
-    fig = Figure(figsize=(7, 0.45 * len(keys) + 1.6), dpi=100)
+    rows = list(reversed(result.keys))  # the most important at the top
+    fig = Figure(figsize=(7.5, 0.5 * len(rows) + 1.9), dpi=100)
     ax = fig.add_subplot()
-    colours = ["#2ca02c" if known[k] > 0 else "#d62728" for k in keys]
-    ax.barh(range(len(keys)), [abs(known[k]) for k in keys], color=colours, height=0.6)
-    ax.set_yticks(range(len(keys)), keys)
-    for y, key in enumerate(keys):
-        ax.annotate(f"{known[key]:+.2f}", (abs(known[key]), y), va="center", fontsize=8, xytext=(3, 0),
-                    textcoords="offset points")
-    ax.set_xlim(0, 1.12)
-    ax.set_xlabel("|Spearman rank correlation| with the last metric (green: higher is better, red: lower)")
-    ax.set_title(f"parameter importance estimate ({count} trials)")
+    ys = range(len(rows))
+    colours = [DIRECTION_COLOURS[r.direction] for r in rows]
+    errors = [[max(0.0, r.mean - r.low) for r in rows], [max(0.0, r.high - r.mean) for r in rows]]
+    ax.barh(ys, [r.mean for r in rows], xerr=errors, color=colours, height=0.6, capsize=4,
+            error_kw={"ecolor": "#333333", "lw": 1.2})
+    ax.scatter([r.chance for r in rows], ys, marker="|", s=500, color="#000000", linewidths=2, zorder=3)
+    ax.set_yticks(ys, [r.key for r in rows])
+    ax.set_xlim(0, max(max(r.high, r.chance) for r in rows) * 1.15 or 1)
+    legend = [Patch(color=DIRECTION_COLOURS[1], label="higher values did better"),
+              Patch(color=DIRECTION_COLOURS[-1], label="lower values did better"),
+              Patch(color=DIRECTION_COLOURS[0], label="direction unclear / not numeric"),
+              Line2D([], [], ls="", marker="|", ms=14, mew=2, color="#000000", label="chance (metric shuffled)")]
+    ax.legend(handles=legend, loc="lower right", fontsize=8, framealpha=0.85)
+    ax.set_xlabel(f"{result.estimator} importance: mean, {SPREAD[0]}th-{SPREAD[1]}th percentile over "
+                  f"{result.resamples} subsets of {SUBSET:.0%} of the trials")
+    ax.set_title(f"parameter importance estimate ({result.usable} trials)")
     ax.grid(axis="x", alpha=0.3)
     return _png(fig)

@@ -10,23 +10,15 @@ it), so nothing is suggested twice and no trial changes its configuration betwee
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from hpctune.run.rundir import read_jsonl
+
 
 def read_journal(path: Path) -> dict[str, dict[str, Any]]:
-    """trial id -> its recorded suggestion ({"config", "n", "baseline"}); a torn last line is ignored."""
-    entries: dict[str, dict[str, Any]] = {}
-    if not path.exists():
-        return entries
-    for line in path.read_text().splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue  # a line torn by a crash: that suggestion is made again
-        entries[entry["trial_id"]] = entry
-    return entries
+    """trial id -> its recorded suggestion ({"config", "n", "baseline"}); a torn line is ignored."""
+    return {entry["trial_id"]: entry for entry in read_jsonl(path)}
 
 
 def baseline_trial(path: Path) -> str | None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
+
+from hpctune.run.rundir import append_jsonl, read_jsonl
 
 RESUME_WEIGHTS = "resume/last.pt"
 RECORDS = "epochs.jsonl"
@@ -18,22 +18,10 @@ class EpochRecords:
         self.path = path
 
     def read(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        records = []
-        for line in self.path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                break  # a line torn by a crash ends the usable history
-        return records
+        return read_jsonl(self.path)
 
     def append(self, record: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.path, record)
 
 
 def completed_epochs(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

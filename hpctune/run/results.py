@@ -4,6 +4,7 @@ configuration as a YOLO cfg file, the best weights, and a summary."""
 from __future__ import annotations
 
 import csv
+import math
 import io
 import shutil
 from dataclasses import dataclass
@@ -58,18 +59,23 @@ def trial_rows(rundir: RunDir, spec: RunSpec, trials: list | None = None) -> lis
     rows = []
     for trial in sorted(trials, key=lambda t: t.trial_id):
         history = _history(rundir.trial_dir(trial.trial_id) / RECORDS)
-        values = [r["metrics"].get(spec.metric) for r in history if spec.metric in r["metrics"]]
+        values = [_finite(r["metrics"][spec.metric]) for r in history if spec.metric in r["metrics"]]
         finished = bool(history and history[-1].get("final"))
         rows.append({
             "trial_id": trial.trial_id,
             "state": "completed" if finished else _UNFINISHED_STATE.get(trial.status, trial.status.lower()),
             "epochs": max((r["epoch"] for r in history), default=0),
             "metric": values[-1] if values else None,
-            "best_metric": max(values) if values else None,
+            "best_metric": max((v for v in values if v is not None), default=None),
             "node": history[-1].get("node", "") if history else "",
             **{f"config/{k}": v for k, v in trial.config.items()},
         })
     return rows
+
+
+def _finite(value: Any) -> float | None:
+    """A metric value, or None where it is NaN or infinite: such a value ranks below every other."""
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 _HISTORIES: dict[Path, tuple[tuple[int, int, int], list[dict[str, Any]]]] = {}

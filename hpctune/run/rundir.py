@@ -57,6 +57,30 @@ def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:
         raise
 
 
+def append_jsonl(path: Path, record: Any) -> None:
+    """Append one JSON line, durably. A line torn by an earlier crash (no final newline) is ended
+    first, so that it costs only itself and never the record after it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        torn = f.tell() > 0 and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n"
+        f.write((b"\n" if torn else b"") + json.dumps(record, default=float).encode() + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list[Any]:
+    """The records of a JSON-lines file; lines torn by a crash are skipped, not the lines after them."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 

@@ -52,3 +52,14 @@ def test_a_torn_last_line_is_suggested_again(tmp_path):
     assert set(read_journal(path)) == {"t0"}
     config = journal.suggest("t1")  # the next line starts on a line of its own
     assert read_journal(path)["t1"]["config"] == config
+
+
+def test_epoch_records_survive_a_torn_line(tmp_path):
+    from hpctune.run.records import EpochRecords
+
+    records = EpochRecords(tmp_path / "epochs.jsonl")
+    records.append({"epoch": 1})
+    with open(records.path, "a") as f:
+        f.write('{"epoch": 2, "metr')  # a crash (or a full disk) mid-append
+    records.append({"epoch": 3})
+    assert records.read() == [{"epoch": 1}, {"epoch": 3}]  # the later record is not lost
