@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """What preemption costs: one search preempted k times by a high-priority job against the same
-search (same seed, same sampled configurations) left alone, on the local Slurm cluster
+search (same seed, same configurations: the random searcher, whose suggestion n depends on the seed
+and n alone, the first one the baseline) left alone, on the local Slurm cluster
 (scripts/slurm-cluster-up.sh).
 
     .venv/bin/python scripts/bench_preemption.py [--preemptions 2] [--trials 4] [--epochs 3] [--nodes 2]
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -72,7 +74,8 @@ def run_search(args, env, name: str, preemptions: int) -> dict:
     space = Path(args.storage) / "space.yaml"
     space.write_text("lr0: {loguniform: [1.0e-4, 1.0e-1]}\n")
     out = sh([sys.executable, "-m", "hpctune", "submit", "model=yolov8n.yaml", f"data={args.data}",
-              f"epochs={args.epochs}", "imgsz=64", "batch=16", "--space", str(space), "--seed", str(args.seed),
+              f"epochs={args.epochs}", "imgsz=64", "batch=16", "--space", str(space), "--search", "random",
+              "--seed", str(args.seed),
               "--max-samples", str(args.trials), "--grace-period", "1", "--reduction-factor", "2",
               "--nodes", str(args.nodes), "--cpus-per-node", "1", "--time", "0-00:30:00",
               "--storage", args.storage, "--name", name], env)
@@ -143,6 +146,8 @@ def main() -> int:
                                       seed=0))
     env = cluster_env()
     env["HPCTUNE_FORCE_CPU"] = "1"
+    # The CLI and the job (sbatch passes this environment on) run this checkout's hpctune.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     baseline = run_search(args, env, "baseline", 0)
     preempted = run_search(args, env, "preempted", args.preemptions)
     lost = preempted["epochs_lost_per_preemption"]

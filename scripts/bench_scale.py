@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Scale benchmark: simulated searches (hpctune.testing.simulate) through the real search.run, on fake GPUs.
+"""Scale benchmark: simulated searches (hpctune.testing.simulate) through the real engine driver, on fake GPUs.
 
     # on the local 3-node Slurm cluster (scripts/slurm-cluster-up.sh), 8 fake GPUs per node:
     .venv/bin/python scripts/bench_scale.py slurm --trials 1000          # ~20 min: baseline, then hpctune
@@ -48,6 +48,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+# Ray's worker processes inherit this environment: they import hpctune (the simulated trainer) from this checkout too.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 SHARED = Path(os.environ.get("HPCTUNE_TEST_SHARED", REPO / ".test-shared")) / "bench-scale"
 ENV_FILE = Path("/var/lib/hpctune-test-slurm/env")
 PY = sys.executable
@@ -440,8 +442,6 @@ def clone_run(source: Path, target: Path, trials: int) -> None:
     shutil.rmtree(target, ignore_errors=True)
     (target / "tune").mkdir(parents=True)
     manifest = json.loads((source / "manifest.json").read_text())
-    configs = manifest["configs"]
-    manifest["configs"] = [configs[i % len(configs)] for i in range(trials)]
     manifest["spec"]["max_samples"] = trials
     manifest["spec"]["name"] = target.name
     manifest["spec"]["storage"] = str(target.parent)
@@ -465,7 +465,16 @@ def clone_run(source: Path, target: Path, trials: int) -> None:
     src = source.name
     text = json.dumps(state).replace(src, target.name)
     Path(target / "tune" / Path(state_path).name).write_text(text)
-    shutil.copytree(source / "env", target / "env")
+    # The suggestion journal to match: trial i has the configuration of source trial i % len(sources).
+    suggested = {e["trial_id"]: e for e in map(json.loads, (source / "suggestions.jsonl").read_text().splitlines())}
+    with open(target / "suggestions.jsonl", "w") as f:
+        for i in range(trials):
+            entry = suggested.get(ids[i % len(sources)])
+            if entry is not None:
+                f.write(json.dumps({**entry, "trial_id": f"{prefix}{i:05d}", "n": i,
+                                    "baseline": bool(entry.get("baseline")) and i == 0}) + "\n")
+    if (source / "env").is_dir():
+        shutil.copytree(source / "env", target / "env")
 
 
 def _session_bytes(staging: Path) -> int:
@@ -487,6 +496,7 @@ def measure_save(run_dir: Path, dirty: int = 24, repeats: int = 3) -> dict:
     from ray.tune.execution import tune_controller
 
     from hpctune.engine import driver as search
+    from hpctune.engine import trainers
     from hpctune.run.rundir import RunDir
     from hpctune.run.spec import RunSpec
 
@@ -526,7 +536,7 @@ def measure_save(run_dir: Path, dirty: int = 24, repeats: int = 3) -> dict:
     tune_controller.TuneController.checkpoint = checkpoint
     t = time.perf_counter()
     try:
-        search._tuner(rundir, spec, manifest["configs"], session=1).fit()
+        search._tuner(rundir, spec, trainers.load(spec.trainer), session=1).fit()
     except _Measured:
         pass
     finally:

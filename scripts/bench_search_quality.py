@@ -17,11 +17,12 @@ its own defaults (search space, optimizer, threads, ASHA ranking), which is part
 The budget is equal: T trials of at most E epochs each (untuned: one trial).
 
 "best" is the highest mAP50-95 the tool reports for any of its trials, whatever its own fitness
-(untuned: best epoch; genetic: max over tune_results.ndjson; ray: max over every reported epoch of
-every trial; hpctune: max of `result.best_metric` and the table's per-trial best). Per row it prints the mean and min-max of best over the
-seeds, epochs trained and wall seconds (whole subprocess: imports, Ray start, training) summed over
-the seeds, then each hpctune row's ratio of mean best and of total wall time to each peer row. All
-raw figures go to a JSON file (--out, by default results.json in the work folder, printed at the end).
+(untuned: best epoch; genetic: max over tune_results.ndjson, which holds each iteration's best.pt or
+last epoch; ray: max over every reported epoch of every trial; hpctune: max of `result.best_metric`
+and the table's per-trial best). Per row it prints the mean and min-max of best over the seeds,
+epochs trained and wall seconds (whole subprocess: imports, Ray start, training) summed over the
+seeds, then each hpctune row's ratio of mean best and of total wall time to each peer row. All raw
+figures go to a JSON file (--out, by default results.json in the work folder, printed at the end).
 
 Everything lives in a fresh temporary work folder (dataset, runs, Ultralytics/matplotlib/W&B settings),
 offline, so it runs from a fresh clone with no other state. CPU only.
@@ -206,8 +207,8 @@ def summarize(runs: dict[str, dict[int, dict]]) -> dict[str, dict]:
         if not ok:
             continue
         bests = [r["best"] for r in ok.values()]
-        summary[row] = {"seeds": sorted(ok), "best": dict(zip(map(str, ok), bests)), "best_mean": statistics.mean(bests),
-                        "best_min": min(bests), "best_max": max(bests),
+        summary[row] = {"seeds": sorted(ok), "best": {str(seed): r["best"] for seed, r in ok.items()},
+                        "best_mean": statistics.mean(bests), "best_min": min(bests), "best_max": max(bests),
                         "epochs": sum(r["epochs"] for r in ok.values()),
                         "wall_s": sum(r["wall_s"] for r in ok.values()),
                         "failed_seeds": sorted(set(by_seed) - set(ok))}
@@ -228,7 +229,8 @@ def ratios(summary: dict[str, dict]) -> dict[str, dict[str, dict[str, float]]]:
 
 
 def print_table(summary: dict[str, dict], table_ratios: dict) -> None:
-    print(f"\n{'row':22s} {'best mAP50-95 mean':>18s} {'(min-max)':>15s}  {'per seed':24s} {'epochs':>6s} {'wall s':>8s}")
+    print(f"\n{'row':22s} {'best mAP50-95 mean':>18s} {'(min-max)':>15s}  {'per seed':24s} "
+          f"{'epochs':>6s} {'wall s':>8s}")
     for row, s in summary.items():
         per_seed = " ".join(f"{v:.4f}" for v in s["best"].values())
         failed = f"  FAILED seeds {s['failed_seeds']}" if s["failed_seeds"] else ""

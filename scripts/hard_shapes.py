@@ -167,7 +167,7 @@ def _clutter(draw: ImageDraw.ImageDraw, size: int, rng: np.random.Generator) -> 
         n = int(rng.integers(5, 9))
         angles = np.sort(rng.uniform(0, 2 * math.pi, n))
         radii = rng.uniform(0.4, 1.0, n) * r
-        draw.polygon([(cx + q * math.cos(a), cy + q * math.sin(a)) for a, q in zip(angles, radii)],
+        draw.polygon([(cx + q * math.cos(a), cy + q * math.sin(a)) for a, q in zip(angles, radii, strict=True)],
                      fill=_random_colour(rng))
     else:  # an open arc, like part of a ring
         start = float(rng.uniform(0, 360))

@@ -4,8 +4,8 @@ configuration as a YOLO cfg file, the best weights, and a summary."""
 from __future__ import annotations
 
 import csv
-import math
 import io
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
