@@ -42,7 +42,7 @@ class KeyImportance:
     low: float  # SPREAD[0] percentile over the resamples
     high: float  # SPREAD[1] percentile
     chance: float  # SPREAD[1] percentile of the same estimate with the metric shuffled
-    direction: int  # +1: higher values did better, -1: lower did, 0: unclear or not numeric
+    direction: int  # +1: higher values did better, -1: lower did, 0: unclear, below chance or not numeric
 
     @property
     def above_chance(self) -> bool:
@@ -164,9 +164,9 @@ def _ranks(values: np.ndarray) -> np.ndarray:
 
 def _summary(key: str, values: list[float], shuffled: list[float], rhos: list[float] | None) -> KeyImportance:
     low, high = np.percentile(values, SPREAD)
+    chance = float(np.percentile(shuffled, SPREAD[1]))
     direction = 0
-    if rhos:  # a direction only where the resamples agree on it
+    if rhos and low > chance:  # a direction only for what mattered, and where the resamples agree on it
         rho_low, rho_high = np.percentile(rhos, SPREAD)
         direction = 1 if rho_low > 0 else -1 if rho_high < 0 else 0
-    return KeyImportance(key, float(np.mean(values)), float(low), float(high),
-                         float(np.percentile(shuffled, SPREAD[1])), direction)
+    return KeyImportance(key, float(np.mean(values)), float(low), float(high), chance, direction)

@@ -171,7 +171,7 @@ def importance_chart(result: Importance) -> bytes:
     ax.set_xlim(0, max(max(r.high, r.chance) for r in rows) * 1.15 or 1)
     legend = [Patch(color=DIRECTION_COLOURS[1], label="higher values did better"),
               Patch(color=DIRECTION_COLOURS[-1], label="lower values did better"),
-              Patch(color=DIRECTION_COLOURS[0], label="direction unclear / not numeric"),
+              Patch(color=DIRECTION_COLOURS[0], label="no clear direction"),
               Line2D([], [], ls="", marker="|", ms=14, mew=2, color="#000000", label="chance (metric shuffled)")]
     ax.legend(handles=legend, loc="lower right", fontsize=8, framealpha=0.85)
     ax.set_xlabel(f"{result.estimator} importance: mean, {SPREAD[0]}th-{SPREAD[1]}th percentile over "

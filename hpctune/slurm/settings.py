@@ -81,7 +81,7 @@ def resolve(options: dict[str, Any]) -> ClusterSettings:
         account=_name("--account", merged.get("account")),
         qos=_name("--qos", merged.get("qos")),
         time_min=None if merged.get("time") is None else parse_time(str(merged["time"])),
-        constraint=merged.get("constraint") or None,
+        constraint=_one_line("--constraint", merged.get("constraint")),
         exclusive=bool(merged.get("exclusive", False)),
         setup=setup,
         sbatch_args=sbatch_args,
@@ -164,7 +164,7 @@ def _lines(value: Any) -> list[str]:
         return []
     lines = [value] if isinstance(value, str) else list(value)
     for line in lines:
-        if not isinstance(line, str) or "\n" in line or not line.strip():
+        if not isinstance(line, str) or any(ord(c) < 32 and c != "\t" for c in line) or not line.strip():
             raise SpecError(f"setup line {line!r} must be one non-empty shell line, e.g. --setup 'module load cuda'")
     return [line.strip() for line in lines]
 
@@ -180,5 +180,16 @@ def _sbatch_args(value: Any) -> dict[str, str]:
         if key in MANAGED_SBATCH:
             own = f"use --{key} instead" if key in _OWN_OPTIONS else "hpctune needs its own value there"
             raise SpecError(f"--sbatch-arg {key} is set by hpctune: {own}")
-        args[key] = "" if text is None else str(text)
+        args[key] = _one_line(f"--sbatch-arg {key}", "" if text is None else str(text)) or ""
     return args
+
+
+def _one_line(label: str, value: Any) -> str | None:
+    """A value that goes into an #SBATCH line: one line, printable, bounded (a newline would inject commands
+    into the script and end sbatch's reading of its #SBATCH lines)."""
+    if value is None or value == "":
+        return None
+    text = str(value)
+    if len(text) > 200 or any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise SpecError(f"{label} {text[:40]!r}... must be one printable line of at most 200 characters")
+    return text

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -91,8 +92,8 @@ def build_spec(
     reduction_factor = _positive_int("reduction_factor", reduction_factor)
     if reduction_factor < 2:
         raise SpecError(f"reduction_factor must be >= 2 (got {reduction_factor}): 3 is the usual choice")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise SpecError(f"seed must be a whole number (got {seed!r})")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise SpecError(f"seed must be a whole number from 0 to 2**32 - 1 (got {seed!r}): e.g. --seed 1")
 
     space_name = spaces.DEFAULT_SPACE_NAME if space is None else space if space in spaces.NAMED_SPACES else None
     search_space = spaces.load_space(space)
@@ -120,8 +121,9 @@ def build_spec(
     baseline = spaces.baseline_config(search_space, baseline_values) if spaces.searched_keys(search_space) else {}
     storage = _check_storage(storage)
     name = name or time.strftime("tune-%Y%m%d-%H%M%S")
-    if "/" in name or name in {".", ".."}:
-        raise SpecError(f"name '{name}' must be a plain folder name: use --name my-search")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}", str(name)):
+        raise SpecError(f"name {str(name)[:40]!r} must be a plain folder name of at most 100 letters, digits, "
+                        "'.', '_', '+', '-': use --name my-search")
     if (Path(storage) / name).exists():
         raise SpecError(
             f"run directory {Path(storage) / name} already exists: `hpctune resume` it or choose another --name"
@@ -194,7 +196,8 @@ def _resolve_optimizer(search_space: dict[str, Any], train_args: dict[str, Any],
 def _check_gpus(gpu_per_trial: float | None, resources: Resources) -> float:
     if gpu_per_trial is None:
         return 1.0 if resources.gpus else 0.0
-    if isinstance(gpu_per_trial, bool) or not isinstance(gpu_per_trial, (int, float)) or gpu_per_trial < 0:
+    if (isinstance(gpu_per_trial, bool) or not isinstance(gpu_per_trial, (int, float))
+            or not math.isfinite(gpu_per_trial) or gpu_per_trial < 0):
         raise SpecError(f"gpu_per_trial must be a number >= 0 (got {gpu_per_trial!r}): e.g. 1, 0.5 or 0.25")
     if gpu_per_trial > 1 and not float(gpu_per_trial).is_integer():
         raise SpecError(f"gpu_per_trial {gpu_per_trial} above 1 must be whole: use 1, 2, ... or a fraction below 1")
@@ -212,7 +215,8 @@ def _check_cpus(cpus_per_trial: float | None, gpu_per_trial: float, resources: R
             slots = max(1, math.floor(resources.gpus / gpu_per_trial))
             return float(max(1, resources.cpus // slots))
         return 1.0  # CPU-only: one trial per core gives ASHA the most trials in flight
-    if isinstance(cpus_per_trial, bool) or not isinstance(cpus_per_trial, (int, float)) or cpus_per_trial <= 0:
+    if (isinstance(cpus_per_trial, bool) or not isinstance(cpus_per_trial, (int, float))
+            or not math.isfinite(cpus_per_trial) or cpus_per_trial <= 0):
         raise SpecError(f"cpus_per_trial must be a number > 0 (got {cpus_per_trial!r})")
     if cpus_per_trial > resources.cpus:
         raise SpecError(

@@ -44,6 +44,13 @@ CASES = {
     "badly typed training argument": (["epochs=many"], "epochs must be a whole number"),
     "not key=value": (["epochs30"], "'epochs30' is not key=value"),
     "reserved training argument": (["project=elsewhere"], "'project' is set by hpctune"),
+    "name with a newline": (["--name", "a\nb"], "must be a plain folder name"),
+    "name too long": (["--name", "n" * 300], "must be a plain folder name of at most 100"),
+    "negative seed": (["--seed", "-1"], "seed must be a whole number from 0"),
+    "gpu_per_trial nan": (["--gpu-per-trial", "nan"], "gpu_per_trial must be a number >= 0"),
+    "cpus_per_trial nan": (["--cpus-per-trial", "nan"], "cpus_per_trial must be a number > 0"),
+    "unknown metric": (["--metric", "mAP75"], "metric 'mAP75' is not one of mAP50-95, mAP50, fitness"),
+    "unknown space name": (["--space", "yolov5"], "space file yolov5 not found"),
 }
 
 
@@ -135,7 +142,7 @@ def test_new_run_directory_is_complete_with_the_resolved_optimizer_and_baseline(
     assert manifest["format"] == 2 and manifest["spec"]["max_samples"] == 2
     # lr0 searched: optimizer=auto (which would ignore it) resolved as Ultralytics would for this short run
     assert manifest["spec"]["train_args"]["optimizer"] == "AdamW"
-    assert manifest["spec"]["baseline"]["lr0"] == pytest.approx(0.002 * 5 / (4 + 3))
+    assert manifest["spec"]["baseline"]["lr0"] == round(0.002 * 5 / (4 + 3), 6)  # Ultralytics rounds to 6 places
     assert manifest["versions"]["ultralytics"].startswith("8.4")
     assert (run_dir / "data.yaml").read_text().startswith("path: /")
     assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []  # no staging folder left behind

@@ -153,6 +153,11 @@ def test_smoke_run_on_a_fake_gpu(tmp_path):
         if figures["machine"]["nvidia_smi"] is None:
             assert row["trial_memory_mib"]["mean"] is None and row["gpu"]["peak_memory_used_mib"] is None
     assert [r["concurrent_trials"] for r in rows] == [1, 2]
+    # the same configurations at every packing, suggested by the random searcher, the baseline first
+    suggested = [sorted((json.loads(line) for line in (Path(r["run_dir"]) / "suggestions.jsonl").read_text()
+                         .splitlines()), key=lambda e: e["n"]) for r in rows]
+    assert [[e["config"] for e in run] for run in suggested] == [[e["config"] for e in suggested[0]]] * len(rows)
+    assert [e["baseline"] for e in suggested[0]] == [True, False]
     assert rows[0]["ratio_vs_1"] == 1.0 and rows[1]["ratio_vs_1"] > 0
     assert "trials/h" in result.stdout
 
