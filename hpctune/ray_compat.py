@@ -13,9 +13,10 @@ hpctune's and undoes them afterwards, so other Tuners of the same process run un
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from hpctune.errors import HpctuneError
@@ -26,6 +27,7 @@ TESTED_RAY = ("2.60",)
 TOUCHES = {
     "snapshot period": "ray.tune.execution.experiment_state._ExperimentCheckpointManager._update_auto_checkpoint_time",
     "actor reuse guard": "ray.tune.execution.tune_controller.TuneController._maybe_reuse_cached_actor",
+    "trial ids": "ray.tune.experiment.Trial.generate_id (public class; replaced for our fit() only)",
     "lean trial state": "ray.tune.experiment.trial.Trial.run_metadata (_n_steps, metric_n_steps, metric_analysis)",
     "cluster membership": "ray._raylet.GcsClient.get_all_node_info, ray.core.generated.gcs_pb2.GcsNodeInfo.ALIVE",
     "cached auth settings": "ray._raylet.Config.initialize, ray._raylet.AuthenticationTokenLoader.reset_cache",
@@ -58,11 +60,14 @@ def _skip(feature: str, exc: BaseException) -> None:
 
 # ---------------------------------------------------------------- scoped Tuner patches
 @contextlib.contextmanager
-def tuner_patches(adaptive_period: bool, reuse_guard: bool) -> Iterator[None]:
-    """Ray Tune's snapshot period floor and actor reuse, as hpctune wants them, for the duration of
-    one fit() (see hpctune.engine.scale for why); undone on exit."""
+def tuner_patches(adaptive_period: bool, reuse_guard: bool,
+                  trial_ids: Callable[[], str] | None = None) -> Iterator[None]:
+    """Ray Tune's snapshot period floor and actor reuse, as hpctune wants them, and trial ids from
+    `trial_ids` (see hpctune.engine.journal), for the duration of one fit(); undone on exit."""
     undo: list[tuple[Any, str, Any]] = []
     try:
+        if trial_ids is not None:
+            _patch_trial_ids(undo, trial_ids)
         if adaptive_period:
             _patch_period(undo)
         if reuse_guard:
@@ -71,6 +76,17 @@ def tuner_patches(adaptive_period: bool, reuse_guard: bool) -> Iterator[None]:
     finally:
         for owner, name, original in reversed(undo):
             setattr(owner, name, original)
+
+
+def _patch_trial_ids(undo: list, trial_ids: Callable[[], str]) -> None:
+    from ray.tune.experiment import Trial
+
+    if not isinstance(inspect.getattr_static(Trial, "generate_id", None), classmethod):
+        raise RayCompatError(f"Ray {ray_version()}: Trial.generate_id is gone; trial ids cannot be kept across "
+                             f"a restore: install a Ray hpctune is tested with ({', '.join(TESTED_RAY)})")
+    original = inspect.getattr_static(Trial, "generate_id")
+    Trial.generate_id = classmethod(lambda cls: trial_ids())
+    undo.append((Trial, "generate_id", original))
 
 
 def _patch_period(undo: list) -> None:

@@ -46,7 +46,7 @@ def run(run_dir: str | Path, address: str | None = None, on_connect: Callable[[]
             if on_connect is not None:
                 on_connect()
             tuner = _tuner(rundir, spec, trainer, session)
-            with scale.tuner_patches():
+            with scale.tuner_patches(trial_ids=lambda: Journaled.active.next_trial_id()):
                 tuner.fit()
         return write_results(rundir, spec)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -12,25 +13,40 @@ from hpctune.run.rundir import append_jsonl
 
 
 class Journaled(Searcher):
-    """A searcher whose suggestions are recorded (fsynced) before a trial is created from them."""
+    """A searcher whose suggestions are recorded (fsynced) before a trial is created from them.
+
+    It also names the trials: `<run token>_<n>` for the n-th suggestion (`next_trial_id`, installed
+    for hpctune's fit() through hpctune.ray_compat), with n saved in every experiment snapshot. A
+    trial created after the last snapshot is therefore created again, after a driver crash, under
+    the same id: it finds its recorded configuration here and its epochs in its own folder.
+    """
+
+    active: Journaled | None = None  # the instance Ray drives in this process (set when Ray sets it up)
 
     def __init__(self, searcher: Searcher, path: Path, baseline: dict[str, Any] | None):
         super().__init__(metric=searcher.metric, mode=searcher.mode)
         self.searcher = searcher
         self.path = Path(path)
         self.baseline = baseline or None
+        self.token = uuid.uuid4().hex[:5]
+        self.count = 0  # suggestions made: restored from the snapshot, so ids repeat after a crash
         self._entries: dict[str, dict[str, Any]] | None = None  # read from the file once per driver
+
+    def next_trial_id(self) -> str:
+        return f"{self.token}_{self.count:05d}"
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_entries": None}  # the file, not a pickle, is the record
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        Journaled.active = self
         return self.searcher.set_search_properties(metric, mode, config, **spec)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if self._entries is None:
             self._entries = read_journal(self.path)
         recorded = self._entries
+        self.count += 1
         if trial_id in recorded:
             config = recorded[trial_id]["config"]
             self.searcher.adopt(trial_id, config)
@@ -50,14 +66,10 @@ class Journaled(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         self.searcher.on_trial_complete(trial_id, result, error)
 
-    def save(self, checkpoint_path: str) -> None:
-        self.searcher.save(checkpoint_path)
-
-    def restore(self, checkpoint_path: str) -> None:
-        self.searcher.restore(checkpoint_path)
-
+    # Ray's SearchGenerator saves a wrapper's get_state() and the wrapped searcher's own save_to_dir().
     def get_state(self) -> dict:
-        return self.searcher.get_state()
+        return {"count": self.count}
 
     def set_state(self, state: dict) -> None:
-        self.searcher.set_state(state)
+        Journaled.active = self
+        self.count = int(state["count"])

@@ -75,9 +75,11 @@ def snapshot_period() -> str:
     return "0" if baseline() else "auto"
 
 
-def tuner_patches():
-    """The Ray Tune patches of this search (adaptive snapshot period, actor reuse guard), scoped to one fit()."""
-    return ray_compat.tuner_patches(adaptive_period=snapshot_period() == "auto", reuse_guard=not baseline())
+def tuner_patches(trial_ids=None):
+    """The Ray Tune patches of this search (adaptive snapshot period, actor reuse guard, trial ids),
+    scoped to one fit()."""
+    return ray_compat.tuner_patches(adaptive_period=snapshot_period() == "auto", reuse_guard=not baseline(),
+                                    trial_ids=trial_ids)
 
 
 def apply_ray_env(cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0) -> None:

@@ -63,3 +63,35 @@ def test_epoch_records_survive_a_torn_line(tmp_path):
         f.write('{"epoch": 2, "metr')  # a crash (or a full disk) mid-append
     records.append({"epoch": 3})
     assert records.read() == [{"epoch": 1}, {"epoch": 3}]  # the later record is not lost
+
+
+def test_trial_ids_repeat_after_a_restore_from_an_older_snapshot(tmp_path):
+    """A trial created after the last snapshot (an orphan of a driver crash) is created again under
+    its own id, with its recorded configuration: nothing suggested twice, its folder found again."""
+    path = tmp_path / "suggestions.jsonl"
+    first = _journaled(path)
+    ids, configs = [], []
+    for _ in range(2):
+        ids.append(first.next_trial_id())
+        configs.append(first.suggest(ids[-1]))
+    snapshot = first.get_state()  # Ray's snapshot holds the count here...
+    ids.append(first.next_trial_id())
+    configs.append(first.suggest(ids[-1]))  # ...and this trial starts after it; then the driver dies
+    again = _journaled(path)
+    again.token = first.token  # the token is pickled into tuner.pkl with the searcher
+    again.set_state(snapshot)
+    assert again.next_trial_id() == ids[2]
+    assert again.suggest(ids[2]) == configs[2]
+    assert len(read_journal(path)) == 3
+
+
+def test_trial_id_patch_is_scoped():
+    from ray.tune.experiment import Trial
+
+    from hpctune import ray_compat
+
+    before = Trial.generate_id()
+    with ray_compat.tuner_patches(adaptive_period=False, reuse_guard=False, trial_ids=lambda: "abcde_00007"):
+        assert Trial.generate_id() == "abcde_00007"
+    after = Trial.generate_id()
+    assert len(before) == len(after) == 8 and after != "abcde_00007"
