@@ -31,6 +31,7 @@ class Journaled(Searcher):
         self.token = uuid.uuid4().hex[:5]
         self.count = 0  # suggestions made: restored from the snapshot, so ids repeat after a crash
         self._entries: dict[str, dict[str, Any]] | None = None  # read from the file once per driver
+        Journaled.active = self
 
     def next_trial_id(self) -> str:
         return f"{self.token}_{self.count:05d}"
@@ -38,8 +39,11 @@ class Journaled(Searcher):
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_entries": None}  # the file, not a pickle, is the record
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        Journaled.active = self  # Tuner.restore unpickles the searcher it will drive
+
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
-        Journaled.active = self
         return self.searcher.set_search_properties(metric, mode, config, **spec)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
