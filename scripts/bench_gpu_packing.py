@@ -25,7 +25,8 @@ At the defaults, expect about 5-7 minutes on an H200 with 16 cores (a guess: not
 
 Defaults: yolov8n built from "yolov8n.yaml" (nothing downloaded), imgsz 640, batch 16, generated
 shapes data (hpctune.yolo.demo.make_demo_dataset: 512 train / 64 val images), 8 trials x 2 epochs,
-seed 0, ASHA grace period = epochs (no trial is stopped: every packing does the same work),
+seed 0, random search (the same configurations at every packing, the first one the baseline), ASHA
+grace period = epochs (no trial is stopped: every packing does the same work),
 cpus_per_trial = CPUs / trials per GPU. The packings run one after the other in this process, each
 a complete hpctune.tune() (its own Ray instance); the figures are written after each one, so a run
 cut short keeps what it measured.
@@ -78,7 +79,8 @@ APPS_QUERY = ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=cs
 GPU_QUERY = ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits"]
 INFO_QUERY = ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits"]
 
-# The searched hyperparameters: the same configurations (same seed) at every packing.
+# The searched hyperparameters: the same configurations at every packing (the random searcher, whose
+# suggestion n depends on the seed and n alone; the first one is the baseline, Ultralytics' defaults).
 SPACE = {"lr0": {"loguniform": [1e-4, 1e-2]}, "momentum": {"uniform": [0.8, 0.95]}}
 DEFAULTS = {"trials": 8, "epochs": 2, "n_train": 512, "n_val": 64, "imgsz": 640, "batch": 16,
             "packings": [1.0, 0.5, 0.25]}
@@ -365,7 +367,7 @@ def run_packing(gpu_per_trial: float, *, settings: dict[str, Any], data: Path, s
         result = hpctune.tune(
             model="yolov8n.yaml", data=str(data), space=SPACE, grace_period=settings["epochs"],
             gpu_per_trial=gpu_per_trial, max_samples=settings["trials"], epochs=settings["epochs"],
-            seed=settings["seed"], name=name, storage=str(storage), cpus_per_trial=float(cpt),
+            seed=settings["seed"], name=name, storage=str(storage), cpus_per_trial=float(cpt), search_alg="random",
             train_args={"imgsz": settings["imgsz"], "batch": settings["batch"], "optimizer": "SGD"},
         )
     wall_s = time.monotonic() - started
@@ -444,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or storage / "gpu_packing.json"
     settings = {"model": "yolov8n.yaml", "imgsz": args.imgsz, "batch": args.batch, "n_train": args.n_train,
                 "n_val": args.n_val, "trials": args.trials, "epochs": args.epochs, "seed": args.seed,
-                "packings": args.packings, "space": SPACE, "grace_period": args.epochs}
+                "packings": args.packings, "space": SPACE, "search_alg": "random", "grace_period": args.epochs}
     figures: dict[str, Any] = {
         "benchmark": "gpu_packing", "smoke": args.smoke, "settings": settings,
         "machine": {"cpus": resources.cpus, "gpus": resources.gpus, "cuda": cuda, "nvidia_smi": gpu_info(),

@@ -439,6 +439,8 @@ def clone_run(source: Path, target: Path, trials: int) -> None:
     trial states of a small real run `source` (new trial ids, same content)."""
     import glob
 
+    from hpctune.run.rundir import read_jsonl
+
     shutil.rmtree(target, ignore_errors=True)
     (target / "tune").mkdir(parents=True)
     manifest = json.loads((source / "manifest.json").read_text())
@@ -466,7 +468,7 @@ def clone_run(source: Path, target: Path, trials: int) -> None:
     text = json.dumps(state).replace(src, target.name)
     Path(target / "tune" / Path(state_path).name).write_text(text)
     # The suggestion journal to match: trial i has the configuration of source trial i % len(sources).
-    suggested = {e["trial_id"]: e for e in map(json.loads, (source / "suggestions.jsonl").read_text().splitlines())}
+    suggested = {e["trial_id"]: e for e in read_jsonl(source / "suggestions.jsonl")}
     with open(target / "suggestions.jsonl", "w") as f:
         for i in range(trials):
             entry = suggested.get(ids[i % len(sources)])
