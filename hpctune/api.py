@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hpctune.errors import SpecError
 from hpctune.run.results import SearchResult, load_result
 from hpctune.run.rundir import FORMAT, MANIFEST, RunDir, atomic_write_json
 from hpctune.run.spec import RunSpec
@@ -83,6 +84,32 @@ def resume(run_dir: str | Path, address: str | None = None) -> SearchResult:
 
     RunDir(run_dir).read_manifest()  # a clear error before Ray starts, if this is no run
     return local.run_search(run_dir, address=address)
+
+
+def train(run_dir: str | Path, epochs: int, top_k: int = 1, address: str | None = None) -> SearchResult:
+    """Train the best `top_k` configurations of a search for `epochs` (RUN_DIR/final/): the search
+    is resumed first if it did not finish; an interrupted final training continues where it stopped."""
+    from hpctune.jobs import local
+
+    rundir = RunDir(run_dir)
+    with rundir.lock():  # no driver may be running while the spec changes
+        _set_final(rundir, epochs, top_k)
+    return local.run_search(rundir.path, address=address)
+
+
+def _set_final(rundir: RunDir, epochs: int, top_k: int) -> None:
+    manifest = rundir.read_manifest()
+    spec = manifest["spec"]
+    if rundir.has_experiment_state(rundir.final_experiment) and (spec.get("final_epochs"), spec.get(
+            "final_top_k")) != (epochs, top_k):
+        raise SpecError(f"run {rundir.path} has a final training of {spec['final_epochs']} epochs (top "
+                        f"{spec['final_top_k']}): resume it with those, or start a new search")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
+        raise SpecError(f"epochs must be a whole number > 0 (got {epochs!r}): e.g. --epochs 100")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 0 < top_k <= spec["max_samples"]:
+        raise SpecError(f"top_k must be from 1 to the search's {spec['max_samples']} trials (got {top_k!r})")
+    spec.update(final_epochs=epochs, final_top_k=top_k)
+    rundir.write_manifest(manifest)
 
 
 def load_run(run_dir: str | Path) -> SearchResult:

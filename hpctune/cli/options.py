@@ -60,7 +60,11 @@ def search_options(func):
                      help="Number of trials, the first one the baseline (iterations: Ultralytics' name)."),
         click.option("--gpu-per-trial", type=float, default=None, help="GPUs per trial; 0.25 packs 4 per GPU."),
         click.option("--cpus-per-trial", type=float, default=None, help="CPUs per trial."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampled configurations."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the searcher."),
+        click.option("--final-epochs", type=int, default=0, help="After the search, train the best configuration "
+                     "this many epochs (0: no final training)."),
+        click.option("--final-top-k", type=int, default=1, show_default=True,
+                     help="How many of the best configurations the final training trains."),
         click.option("--name", default=None, help="Run name (default tune-DATE-TIME)."),
         click.option("--storage", default="runs/hpctune", show_default=True, help="Folder holding run directories."),
         click.option("--wandb", "use_wandb", is_flag=True, help="Track every trial in Weights & Biases."),

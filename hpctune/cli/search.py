@@ -111,6 +111,23 @@ def _print_result(result) -> None:
         click.echo(f"best hyperparameters: {result.run_dir / 'best_hyperparameters.yaml'}")
         if result.best_weights:
             click.echo(f"best weights: {result.best_weights}")
+    if result.final_line():
+        click.echo(f"hpctune: {result.final_line()}")
+        if result.final_weights:
+            click.echo(f"final weights: {result.final_weights}")
 
 
-COMMANDS = [tune, demo, resume, best]
+@click.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--epochs", type=int, required=True, help="Epochs of the final training.")
+@click.option("--top-k", type=int, default=1, show_default=True, help="How many of the best configurations.")
+@click.option("--address", default=None, help="Address of a running Ray cluster (default: a local one).")
+@user_errors
+def train(run_dir: str, epochs: int, top_k: int, address: str | None) -> None:
+    """Train the best configuration(s) of a search at full length (RUN_DIR/final/); resumable."""
+    from hpctune.api import train as train_best
+
+    _print_result(train_best(run_dir, epochs=epochs, top_k=top_k, address=address))
+
+
+COMMANDS = [tune, demo, resume, best, train]

@@ -48,7 +48,11 @@ def run(run_dir: str | Path, address: str | None = None, on_connect: Callable[[]
             tuner = _tuner(rundir, spec, trainer, session)
             with scale.tuner_patches(trial_ids=lambda: Journaled.active.next_trial_id()):
                 tuner.fit()
-        return write_results(rundir, spec)
+            result = write_results(rundir, spec)
+            if spec.final_epochs and result.search_finished:
+                _final_tuner(rundir, spec, trainer, session, result).fit()
+                result = write_results(rundir, spec)
+        return result
 
 
 def _start_session(rundir: RunDir, manifest: dict[str, Any]) -> int:
@@ -78,19 +82,53 @@ def _ray(address: str | None, env: dict[str, str], trainer, spec: RunSpec) -> It
         ray.shutdown()
 
 
-def _tuner(rundir: RunDir, spec: RunSpec, trainer, session: int):
+def _trainable(rundir: RunDir, spec: RunSpec, trainer, session: int, trials_dir: Path, epochs: int):
     from ray import tune
 
     settings = {
-        "trials_dir": str(rundir.trials), "model": spec.model, "data": str(rundir.data_yaml if spec.data_config
-        else spec.data), "epochs": spec.epochs, "train_args": spec.train_args,
+        "trials_dir": str(trials_dir), "model": spec.model, "data": str(rundir.data_yaml if spec.data_config
+        else spec.data), "epochs": epochs, "train_args": spec.train_args,
         "gpu_per_trial": spec.gpu_per_trial, "cpus_per_trial": spec.cpus_per_trial, "session": session,
         "simulate": spec.simulate, "metric": spec.metric,
     }
-    trainable = tune.with_resources(
+    return tune.with_resources(
         tune.with_parameters(trainer.trainable, settings=settings),
         {"cpu": spec.cpus_per_trial, "gpu": spec.gpu_per_trial},
     )
+
+
+def _final_tuner(rundir: RunDir, spec: RunSpec, trainer, session: int, result: SearchResult):
+    """The best `final_top_k` configurations trained for `final_epochs`, one trial each, checkpointed
+    every epoch like the search's trials (RUN_DIR/final/), restored after an interruption."""
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    trainable = _trainable(rundir, spec, trainer, session, rundir.final_trials, spec.final_epochs)
+    if rundir.has_experiment_state(rundir.final_experiment):
+        log.info("restoring the final training from %s", rundir.final_experiment)
+        return tune.Tuner.restore(str(rundir.final_experiment), trainable, resume_unfinished=True,
+                                  resume_errored=True)
+    configs = result.top_configs(spec.final_top_k)
+    log.info("final training: the best %d configuration(s), %d epochs each", len(configs), spec.final_epochs)
+    return tune.Tuner(
+        trainable,
+        param_space=dict(configs[0]),  # the values themselves come from points_to_evaluate
+        tune_config=tune.TuneConfig(
+            search_alg=BasicVariantGenerator(points_to_evaluate=[dict(c) for c in configs]),
+            num_samples=len(configs), trial_dirname_creator=scale.dirname_creator(),
+        ),
+        run_config=tune.RunConfig(
+            name=rundir.final_experiment.name, storage_path=str(rundir.final_experiment.parent),
+            callbacks=scale.callbacks(spec.metric), checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=2), verbose=progress.ray_verbosity(),
+        ),
+    )
+
+
+def _tuner(rundir: RunDir, spec: RunSpec, trainer, session: int):
+    from ray import tune
+
+    trainable = _trainable(rundir, spec, trainer, session, rundir.trials, spec.epochs)
     scale.apply_ray_env(spec.cpus_per_trial, spec.gpu_per_trial)
     if rundir.has_experiment_state():
         log.info("restoring the search from %s", rundir.experiment)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from hpctune.errors import RunDirError
+from hpctune.run.journal import baseline_trial
 from hpctune.run.rundir import LOCK, RunDir, atomic_write_text
 from hpctune.run.spec import RunSpec
 
@@ -363,6 +364,7 @@ def render_html(view: RunView, images: dict[str, bytes], scores: Importance, top
         if name == "importance.png":
             out.append(_importance_table(scores))
     out.append(_top_table(view, top_k))
+    out.append(_outcome(view))
     out.append("<h2>Best configuration</h2>")
     if best is None:
         out.append("<p class='muted'>No trial has reported a metric yet.</p>")
@@ -374,6 +376,30 @@ def render_html(view: RunView, images: dict[str, bytes], scores: Importance, top
         out.append(f"<p>Trial <code>{e(best.trial_id)}</code>: {where}.</p><pre>{e(cfg)}</pre>")
     out.append(f"<script>{_SCRIPT}</script></body></html>")
     return "\n".join(out) + "\n"
+
+
+def _outcome(view: RunView) -> str:
+    """What the search bought: the best trial against the baseline (the untuned first trial), and the
+    final training's result where there is one."""
+    e, lines = html.escape, []
+    ranked = view.ranked()
+    base_id = baseline_trial(view.rundir.suggestions)
+    base = next((t for t in view.trials if t.trial_id == base_id and t.metric is not None), None)
+    if ranked and base is not None:
+        best = ranked[0].metric
+        lines.append(f"best {best:.4f} vs baseline {base.metric:.4f} (trial {base_id}: your arguments, untuned), "
+                     f"{best - base.metric:+.4f}")
+    try:
+        summary = json.loads(view.rundir.summary.read_text())
+    except (OSError, ValueError):
+        summary = {}  # the search has not ended yet
+    for row in summary.get("final") or []:
+        if row.get("metric") is not None:
+            lines.append(f"final training (trial {row['trial_id']}), {row['epochs']} epochs: "
+                         f"{row['metric']:.4f} ({row['state']})")
+    if not lines:
+        return ""
+    return "<h2>Outcome</h2>" + "".join(f"<p>{e(line)}</p>" for line in lines)
 
 
 def _settings_table(view: RunView) -> str:

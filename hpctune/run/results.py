@@ -7,7 +7,7 @@ import csv
 import io
 import math
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,23 @@ class SearchResult:
     finished: bool
     baseline_trial: str | None = None  # the trial that ran the untuned configuration
     baseline_metric: float | None = None
+    search_finished: bool = False  # every search trial ended (the final training may still be due)
+    final: list[dict[str, Any]] = field(default_factory=list)  # rows of the final training (--final-epochs)
+    final_weights: Path | None = None
+
+    def top_configs(self, count: int) -> list[dict[str, Any]]:
+        """The configurations of the `count` best trials, ranked as the best trial is."""
+        ranked = sorted((r for r in self.table if r["metric"] is not None),
+                        key=lambda r: (r["metric"], r["epochs"]), reverse=True)
+        return [_config(r) for r in ranked[:count]]
+
+    def final_line(self) -> str | None:
+        done = [r for r in self.final if r["state"] == "completed" and r["metric"] is not None]
+        if not done:
+            return None
+        best = max(done, key=lambda r: r["metric"])
+        return (f"final training ({best['epochs']} epochs): {self.metric} = {best['metric']:.4f}"
+                + (f" vs {self.best_metric:.4f} in the search" if self.best_metric is not None else ""))
 
     def gain_line(self) -> str | None:
         """`best 0.41 vs baseline 0.12, +0.29`: what the search bought over not tuning."""
@@ -49,16 +66,18 @@ class SearchResult:
         return pd.DataFrame(self.table)
 
 
-def trial_rows(rundir: RunDir, spec: RunSpec, trials: list | None = None) -> list[dict[str, Any]]:
+def trial_rows(rundir: RunDir, spec: RunSpec, trials: list | None = None, final: bool = False) -> list[dict[str, Any]]:
     """One row per trial Ray knows: state, epochs trained, last and best metric, its configuration.
-    `trials`: Ray's live Trial objects (a callback's), instead of loading the experiment state."""
+    `trials`: Ray's live Trial objects (a callback's), instead of loading the experiment state;
+    `final`: the trials of the final training instead of the search's."""
+    experiment, folder = (rundir.final_experiment, rundir.final_trials) if final else (rundir.experiment, rundir.trials)
     if trials is None:
         from ray.tune import ExperimentAnalysis
 
-        trials = ExperimentAnalysis(str(rundir.experiment)).trials
+        trials = ExperimentAnalysis(str(experiment)).trials
     rows = []
     for trial in sorted(trials, key=lambda t: t.trial_id):
-        history = _history(rundir.trial_dir(trial.trial_id) / RECORDS)
+        history = _history(folder / trial.trial_id / RECORDS)
         values = [_finite(r["metrics"][spec.metric]) for r in history if spec.metric in r["metrics"]]
         finished = bool(history and history[-1].get("final"))
         rows.append({
@@ -71,6 +90,10 @@ def trial_rows(rundir: RunDir, spec: RunSpec, trials: list | None = None) -> lis
             **{f"config/{k}": v for k, v in trial.config.items()},
         })
     return rows
+
+
+def _config(row: dict[str, Any]) -> dict[str, Any]:
+    return {k.split("/", 1)[1]: v for k, v in row.items() if k.startswith("config/")}
 
 
 def _finite(value: Any) -> float | None:
@@ -109,18 +132,25 @@ def collect(rundir: RunDir, spec: RunSpec) -> SearchResult:
     rows = trial_rows(rundir, spec)
     ranked = sorted((r for r in rows if r["metric"] is not None), key=lambda r: (r["metric"], r["epochs"]))
     best = ranked[-1] if ranked else None
+    search_finished = bool(rows) and all(r["state"] in {"completed", "stopped", "error"} for r in rows)
+    final = trial_rows(rundir, spec, final=True) if rundir.has_experiment_state(rundir.final_experiment) else []
+    final_done = bool(final) and all(r["state"] in {"completed", "error"} for r in final)
     result = SearchResult(
         run_dir=rundir.path, best_trial=None, best_config={}, best_metric=None, best_weights=None,
-        metric=spec.metric, table=rows,
-        finished=bool(rows) and all(r["state"] in {"completed", "stopped", "error"} for r in rows),
+        metric=spec.metric, table=rows, finished=search_finished and (not spec.final_epochs or final_done),
+        search_finished=search_finished, final=final,
     )
+    done = [r for r in final if r["state"] == "completed" and r["metric"] is not None]
+    if done:
+        weights = rundir.final_trials / max(done, key=lambda r: r["metric"])["trial_id"] / "weights" / "best.pt"
+        result.final_weights = weights if weights.exists() else None
     result.baseline_trial = baseline_trial(rundir.suggestions)
     base = next((r for r in rows if r["trial_id"] == result.baseline_trial), None)
     if base is not None:
         result.baseline_metric = base["metric"]
     if best is not None:
         result.best_trial = best["trial_id"]
-        result.best_config = {k.split("/", 1)[1]: v for k, v in best.items() if k.startswith("config/")}
+        result.best_config = _config(best)
         result.best_metric = best["metric"]
         weights = rundir.trial_dir(best["trial_id"]) / "weights" / "best.pt"
         result.best_weights = weights if weights.exists() else None
@@ -147,6 +177,8 @@ def write_results(rundir: RunDir, spec: RunSpec) -> SearchResult:
         "finished": result.finished, "metric": spec.metric, "best_metric": result.best_metric,
         "best_trial": result.best_trial, "best_config": result.best_config,
         "baseline_trial": result.baseline_trial, "baseline_metric": result.baseline_metric,
+        "final": [{k: r[k] for k in ("trial_id", "state", "epochs", "metric")} for r in result.final],
+        "final_weights": str(result.final_weights) if result.final_weights else None,
         "trials": {state: sum(r["state"] == state for r in rows) for state in sorted({r["state"] for r in rows})},
     })
     return result

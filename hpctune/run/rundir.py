@@ -8,6 +8,7 @@
       tune/                    Ray Tune's experiment state and per-trial folders
       trials/<trial_id>/       one YOLO training: weights/, epochs.jsonl, resume/last.pt
       asha_rungs.json          ASHA's rung records, as of the last experiment snapshot
+      final/                   the final training (--final-epochs): tune/, trials/<trial_id>/, best.pt
       results.csv              one row per trial
       best_hyperparameters.yaml, best.pt, summary.json
 """
@@ -98,6 +99,8 @@ class RunDir:
     trials = property(lambda self: self.path / "trials")
     asha_rungs = property(lambda self: self.path / "asha_rungs.json")
     suggestions = property(lambda self: self.path / "suggestions.jsonl")
+    final_experiment = property(lambda self: self.path / "final" / "tune")  # Ray's state of the final training
+    final_trials = property(lambda self: self.path / "final" / "trials")
     results_csv = property(lambda self: self.path / "results.csv")
     best_yaml = property(lambda self: self.path / "best_hyperparameters.yaml")
     best_weights = property(lambda self: self.path / "best.pt")
@@ -107,8 +110,8 @@ class RunDir:
     def trial_dir(self, trial_id: str) -> Path:
         return self.trials / trial_id
 
-    def has_experiment_state(self) -> bool:
-        return any(self.experiment.glob("experiment_state-*.json"))
+    def has_experiment_state(self, experiment: Path | None = None) -> bool:
+        return any((experiment or self.experiment).glob("experiment_state-*.json"))
 
     def read_manifest(self) -> dict[str, Any]:
         """The manifest, or an error that says why this folder cannot be resumed."""

@@ -58,6 +58,8 @@ def build_spec(
     search_alg: str | None = None,
     metric: str | None = None,
     iterations: int | None = None,
+    final_epochs: int = 0,
+    final_top_k: int = 1,
 ) -> RunSpec:
     """Validate the arguments of a new search and resolve them into a RunSpec. Writes nothing.
     `iterations` is Ultralytics' name for the number of trials (max_samples)."""
@@ -89,6 +91,11 @@ def build_spec(
         raise SpecError(
             f"grace_period {grace_period} is larger than epochs {epochs}: lower --grace-period or raise epochs"
         )
+    if final_epochs:
+        final_epochs = _positive_int("final_epochs", final_epochs)
+    final_top_k = _positive_int("final_top_k", final_top_k)
+    if final_top_k > max_samples:
+        raise SpecError(f"final_top_k {final_top_k} is more than the {max_samples} trials: lower --final-top-k")
     reduction_factor = _positive_int("reduction_factor", reduction_factor)
     if reduction_factor < 2:
         raise SpecError(f"reduction_factor must be >= 2 (got {reduction_factor}): 3 is the usual choice")
@@ -138,6 +145,7 @@ def build_spec(
         gpu_per_trial=gpu_per_trial, cpus_per_trial=cpus_per_trial, seed=seed, name=name,
         storage=storage, space=search_space, train_args=train_args, data_config=data_config,
         wandb=_check_wandb(wandb, name), search_alg=search_alg, baseline=baseline,
+        final_epochs=final_epochs, final_top_k=final_top_k,
     )
 
 
