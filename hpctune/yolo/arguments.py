@@ -214,6 +214,11 @@ def _check_gpus(gpu_per_trial: float | None, resources: Resources) -> float:
             f"gpu_per_trial {gpu_per_trial} is more than the {resources.gpus} GPU(s) present: "
             f"use at most {resources.gpus}" + (" (0 trains on the CPU)" if not resources.gpus else "")
         )
+    if gpu_per_trial > 1:
+        raise SpecError(
+            f"gpu_per_trial {gpu_per_trial:g}: Ultralytics trains on several GPUs with DDP in a subprocess, whose "
+            "epochs hpctune cannot checkpoint and report: use 1 GPU per trial (or a fraction to pack several)"
+        )
     return float(gpu_per_trial)
 
 
