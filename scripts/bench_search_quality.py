@@ -14,7 +14,9 @@ after the other (never two at once):
 
 Every row gets the same user arguments (imgsz, batch, workers=0, plots=False, seed) and otherwise keeps
 its own defaults (search space, optimizer, threads, ASHA ranking), which is part of what is compared.
-The budget is equal: T trials of at most E epochs each (untuned: one trial).
+The budget is equal: T trials of at most E epochs each (untuned: one trial). A seed sets every row's
+training seed and hpctune's search; Ultralytics' searchers draw fresh randomness (unseeded mutation,
+Optuna), so their spread over seeds also shows their own run-to-run variation.
 
 "best" is the highest mAP50-95 the tool reports for any of its trials, whatever its own fitness
 (untuned: best epoch; genetic: max over tune_results.ndjson, which holds each iteration's best.pt or
@@ -223,7 +225,7 @@ def ratios(summary: dict[str, dict]) -> dict[str, dict[str, dict[str, float]]]:
         for peer in (p for p in PEERS if p in summary):
             mine, theirs = summary[row], summary[peer]
             out[row][peer] = {
-                "best": mine["best_mean"] / theirs["best_mean"] if theirs["best_mean"] > 0 else float("inf"),
+                "best": mine["best_mean"] / theirs["best_mean"] if theirs["best_mean"] > 0 else None,
                 "wall": mine["wall_s"] / theirs["wall_s"]}
     return out
 
@@ -237,7 +239,8 @@ def print_table(summary: dict[str, dict], table_ratios: dict) -> None:
         print(f"{row:22s} {s['best_mean']:18.4f} {s['best_min']:7.4f}-{s['best_max']:.4f}  {per_seed:24s} "
               f"{s['epochs']:6d} {s['wall_s']:8.1f}{failed}")
     for row, peers in table_ratios.items():
-        parts = [f"vs {peer}: best x{r['best']:.2f}, wall x{r['wall']:.2f}" for peer, r in peers.items()]
+        parts = [f"vs {peer}: best {'n/a' if r['best'] is None else format(r['best'], '.2f') + 'x'}, "
+                 f"wall {r['wall']:.2f}x" for peer, r in peers.items()]
         print(f"{row:22s} " + "; ".join(parts))
 
 

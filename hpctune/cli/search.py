@@ -92,6 +92,8 @@ def best(run_dir: str, output: str | None) -> None:
     click.echo(f"best trial {result.best_trial}: {result.metric} = {result.best_metric:.5f}")
     if result.gain_line():
         click.echo(f"# {result.gain_line()} (baseline trial {result.baseline_trial})")
+    if result.final_line():
+        click.echo(f"# {result.final_line()}; weights {result.final_weights}")
     click.echo(yaml.safe_dump(result.best_config, sort_keys=True).rstrip())
     if output:
         best_yaml = RunDir(run_dir).best_yaml
