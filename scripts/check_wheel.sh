@@ -4,7 +4,8 @@
 # heavy dependencies from .venv through a .pth file, so this takes seconds, not a 6 GB install.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-work="$(mktemp -d)"
+work="$repo/.test-shared/wheel-check"  # shared storage for the Slurm test nodes, unlike /tmp
+rm -rf "$work" && mkdir -p "$work"
 trap 'rm -rf "$work"' EXIT
 "$repo/.venv/bin/python" -m pip wheel --quiet --no-deps --no-build-isolation -w "$work/dist" "$repo" 2>&1 \
   | grep -v "^WARNING: Location" || true
@@ -24,13 +25,11 @@ case "$where" in "$site"/*) ;; *) echo "check_wheel: hpctune imported from $wher
 "$hpctune" demo --storage "$work/runs" --name wheel --max-samples 2 --epochs 2 --grace-period 1 > "$work/demo.log" 2>&1 \
   || { cat "$work/demo.log"; exit 1; }
 grep -q "search finished; 2 trials" "$work/demo.log" || { cat "$work/demo.log"; exit 1; }
-if command -v sbatch > /dev/null && command -v sinfo > /dev/null; then
-  "$hpctune" sbatch model=yolov8n.yaml "data=$work/runs/demo-data/data.yaml" epochs=2 --nodes 1 \
-    --storage "$work/runs" --name wheel-sbatch > "$work/job.sbatch"
-  grep -q "^srun " "$work/job.sbatch"
-  "$hpctune" submit model=yolov8n.yaml "data=$work/runs/demo-data/data.yaml" epochs=2 --nodes 1 --dry-run \
-    --storage "$work/runs" --name wheel-submit | grep -q "#SBATCH"
-  echo "check_wheel: wheel install runs --help, profiles, demo search, sbatch and submit --dry-run"
-else
-  echo "check_wheel: wheel install runs --help, profiles and a demo search (no Slurm here: dry runs skipped)"
-fi
+data="$work/runs/demo-data/data.yaml"
+"$hpctune" sbatch model=yolov8n.yaml "data=$data" epochs=12 --nodes 2 --storage "$work/runs" --name wheel-sbatch \
+  --dry-run > "$work/sbatch.txt"
+grep -q "^srun " "$work/sbatch.txt"
+"$hpctune" submit model=yolov8n.yaml "data=$data" epochs=12 --nodes 2 --storage "$work/runs" --name wheel-submit \
+  --dry-run > "$work/submit.txt"
+grep -q "#SBATCH --nodes=2" "$work/submit.txt"
+echo "check_wheel: the wheel install runs --help, profiles, a demo search, and sbatch and submit --dry-run"

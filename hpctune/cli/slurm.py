@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from typing import Any
 
@@ -43,13 +44,21 @@ def cluster_options(func):
     return func
 
 
-def _slurm_spec(train_args: tuple[str, ...], options: dict[str, Any]):
-    """Validate everything (settings, partition, storage, search spec); write nothing."""
+def _slurm_spec(train_args: tuple[str, ...], options: dict[str, Any], dry_run: bool = False):
+    """Validate everything (settings, partition, storage, search spec); write nothing. A dry run
+    where Slurm is not installed (a laptop, CI) skips the checks against the cluster, with a notice."""
     from hpctune.run.spec import Resources
     from hpctune.slurm.settings import check_storage, check_with_cluster, resolve
     from hpctune.yolo.arguments import build_spec
 
-    settings = check_with_cluster(resolve({key: options.pop(key) for key in CLUSTER_KEYS}))
+    settings = resolve({key: options.pop(key) for key in CLUSTER_KEYS})
+    if dry_run and not (shutil.which("sbatch") and shutil.which("sinfo")):
+        click.echo("hpctune: Slurm is not installed here: partition and limit checks skipped (--dry-run)", err=True)
+        if settings.cpus_per_node is None:
+            settings = dataclasses.replace(settings, cpus_per_node=max(1, settings.gpus_per_node) * 8)
+            click.echo(f"hpctune: --cpus-per-node not given: the preview assumes {settings.cpus_per_node}", err=True)
+    else:
+        settings = check_with_cluster(settings)
     arguments = spec_arguments(train_args, **options)
     check_storage(arguments["storage"])
     # gpu_per_trial and cpus_per_trial are checked against the job's nodes, not this login node
@@ -73,7 +82,7 @@ def submit(train_args: tuple[str, ...], dry_run: bool, **options: Any) -> None:
     from hpctune.slurm.events import SLURM_DIR
     from hpctune.slurm.sbatch import render_submitit
 
-    spec, settings = _slurm_spec(train_args, options)
+    spec, settings = _slurm_spec(train_args, options, dry_run)
     if dry_run:
         script = render_submitit(settings, jobs.job_name(spec), spec.run_dir / SLURM_DIR, jobs.python_command())
         click.echo(script.rstrip("\n"))
@@ -98,8 +107,9 @@ def _submitted(job: str, run_dir) -> None:
 @click.command(name="sbatch")
 @search_options
 @cluster_options
+@click.option("--dry-run", is_flag=True, help="Print the script; create no run directory.")
 @user_errors
-def sbatch_script(train_args: tuple[str, ...], **options: Any) -> None:
+def sbatch_script(train_args: tuple[str, ...], dry_run: bool, **options: Any) -> None:
     """Write a standalone sbatch script for the search to stdout (`hpctune sbatch ... > tune.sbatch`).
     Creates the run directory; `sbatch tune.sbatch` runs it, and submitting it again resumes it."""
     from hpctune.api import create_run
@@ -107,8 +117,12 @@ def sbatch_script(train_args: tuple[str, ...], **options: Any) -> None:
     from hpctune.slurm import events
     from hpctune.slurm.sbatch import render_standalone
 
-    spec, settings = _slurm_spec(train_args, options)
+    spec, settings = _slurm_spec(train_args, options, dry_run)
     script = render_standalone(settings, jobs.job_name(spec), spec.run_dir, jobs.python_command())
+    if dry_run:
+        click.echo(script, nl=False)
+        click.echo("hpctune: --dry-run: no run directory created", err=True)
+        return
     rundir = create_run(spec)
     events.record(rundir.path, "scripted", route="sbatch")
     click.echo(script, nl=False)
