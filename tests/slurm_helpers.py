@@ -158,4 +158,9 @@ def assert_completed_search(run_dir: Path, trials: int) -> dict:
     assert info["finished"], info
     assert set(info["trials"]) <= {"completed", "stopped"} and sum(info["trials"].values()) == trials, info
     assert (run_dir / "results.csv").exists() and (run_dir / "best_hyperparameters.yaml").exists()
+    # the searcher, across every requeue: each trial suggested once, no configuration twice
+    journal = [json.loads(line) for line in (run_dir / "suggestions.jsonl").read_text().splitlines()]
+    ids = [entry["trial_id"] for entry in journal]
+    assert len(ids) == len(set(ids)) == trials, ids
+    assert len({json.dumps(entry["config"], sort_keys=True) for entry in journal}) == trials, journal
     return info

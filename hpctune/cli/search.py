@@ -1,4 +1,4 @@
-"""Commands that run a search here: tune, demo, resume, best."""
+"""Commands that run a search here: tune, demo, resume, best, train."""
 
 from __future__ import annotations
 
