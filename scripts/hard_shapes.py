@@ -23,20 +23,16 @@ place only when complete, and reuses at once a finished dataset made with the sa
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
-import yaml
 from PIL import Image, ImageDraw
+
+from hpctune.yolo.demo import MARKER, build_dataset  # noqa: F401  (MARKER: the completion marker's name)
 
 CLASS_NAMES = ("circle", "rectangle", "triangle", "cross", "star", "ring")
 GENERATOR_VERSION = 1  # bump when the drawing changes, so old datasets are regenerated
-MARKER = ".hard-shapes-complete.json"
 OBJECT_SIZE = (0.12, 0.35)  # longer side of an object / image side
 OBJECTS = (1, 5)  # objects per image, inclusive (fewer when no free room is found)
 CLUTTER = (2, 5)  # unlabelled clutter items per image, inclusive
@@ -54,61 +50,9 @@ def make_hard_dataset(root: Path, n_train: int = 384, n_val: int = 96, imgsz: in
               "classes": list(CLASS_NAMES), "object_size": list(OBJECT_SIZE), "objects": list(OBJECTS),
               "clutter": list(CLUTTER), "noise_std": NOISE_STD, "patch_grid": PATCH_GRID,
               "min_contrast": MIN_CONTRAST}
-    if _is_complete(root, params):
-        return root / "data.yaml"
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private
-    try:
-        for split_index, (split, count) in enumerate((("train", n_train), ("val", n_val))):
-            _write_split(tmp, split, count, imgsz, np.random.default_rng([seed, split_index]))
-        data = {"path": str(root), "train": str(root / "images" / "train"),
-                "val": str(root / "images" / "val"), "names": dict(enumerate(CLASS_NAMES))}
-        (tmp / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-        (tmp / MARKER).write_text(json.dumps(params, sort_keys=True))
-        if _is_complete(root, params):  # another process finished meanwhile
-            return root / "data.yaml"
-        if root.exists():  # stale: other parameters, or an interrupted older generation
-            _remove(root)
-        try:
-            os.rename(tmp, root)
-        except OSError:  # another process finished first
-            if not _is_complete(root, params):
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root / "data.yaml"
+    return build_dataset(root, params, CLASS_NAMES, _draw_image, n_train=n_train, n_val=n_val, imgsz=imgsz,
+                         seed=seed)
 
-
-def _is_complete(root: Path, params: dict) -> bool:
-    try:
-        return json.loads((root / MARKER).read_text()) == params
-    except (OSError, ValueError):
-        return False
-
-
-def _remove(path: Path) -> None:
-    """Delete a folder; rename it away first so a half-deleted one is never seen under its name."""
-    trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-    try:
-        os.rename(path, trash / "old")
-    except FileNotFoundError:
-        pass
-    shutil.rmtree(trash, ignore_errors=True)
-
-
-def _write_split(base: Path, split: str, count: int, imgsz: int, rng: np.random.Generator) -> None:
-    image_dir, label_dir = base / "images" / split, base / "labels" / split
-    image_dir.mkdir(parents=True)
-    label_dir.mkdir(parents=True)
-    for index in range(count):
-        image, rows = _draw_image(imgsz, rng)
-        image.save(image_dir / f"{index:05d}.png")
-        (label_dir / f"{index:05d}.txt").write_text("".join(rows))
-
-
-# ---------------------------------------------------------------------------------------------- drawing
 
 def _background(size: int, rng: np.random.Generator) -> np.ndarray:
     """Smooth colour patches plus pixel noise, float RGB (size, size, 3)."""

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,8 @@ MARKER = ".hpctune-demo-complete.json"
 OBJECT_SIZE = (0.35, 0.7)  # object side / image side: large objects are learnt in few steps
 MAX_OBJECTS = 4  # 1..4 per image; fewer when large ones leave no room
 NOISE_STD = 8.0  # background pixel noise
+
+DrawImage = Callable[[int, np.random.Generator], tuple[Image.Image, list[str]]]
 
 DEMO_MODEL = "yolov8n.yaml"  # built from yaml: no weights download
 DEMO_DATASET: dict[str, int] = {"n_train": 256, "n_val": 64, "imgsz": 64}
@@ -68,6 +71,14 @@ def make_demo_dataset(
     params = {"version": GENERATOR_VERSION, "n_train": n_train, "n_val": n_val, "imgsz": imgsz,
               "seed": seed, "object_size": list(OBJECT_SIZE), "max_objects": MAX_OBJECTS,
               "noise_std": NOISE_STD}
+    return build_dataset(root, params, CLASS_NAMES, _draw_image, n_train=n_train, n_val=n_val, imgsz=imgsz,
+                         seed=seed)
+
+
+def build_dataset(root: Path, params: dict, class_names: tuple[str, ...], draw_image: DrawImage, *, n_train: int,
+                  n_val: int, imgsz: int, seed: int) -> Path:
+    """Write a YOLO detection dataset of `draw_image(size, rng) -> (image, label rows)` images into `root`,
+    complete or not at all, reused when its marker holds the same `params`; return its data.yaml."""
     if _is_complete(root, params):
         return root / "data.yaml"
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -75,9 +86,9 @@ def make_demo_dataset(
     os.chmod(tmp, 0o755)  # mkdtemp makes it private
     try:
         for split_index, (split, count) in enumerate((("train", n_train), ("val", n_val))):
-            _write_split(tmp, split, count, imgsz, np.random.default_rng([seed, split_index]))
+            _write_split(tmp, split, count, imgsz, np.random.default_rng([seed, split_index]), draw_image)
         data = {"path": str(root), "train": str(root / "images" / "train"),
-                "val": str(root / "images" / "val"), "names": dict(enumerate(CLASS_NAMES))}
+                "val": str(root / "images" / "val"), "names": dict(enumerate(class_names))}
         (tmp / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
         (tmp / MARKER).write_text(json.dumps(params, sort_keys=True))
         if _is_complete(root, params):  # another process finished meanwhile
@@ -112,12 +123,13 @@ def _remove(path: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def _write_split(base: Path, split: str, count: int, imgsz: int, rng: np.random.Generator) -> None:
+def _write_split(base: Path, split: str, count: int, imgsz: int, rng: np.random.Generator,
+                 draw_image: DrawImage) -> None:
     image_dir, label_dir = base / "images" / split, base / "labels" / split
     image_dir.mkdir(parents=True)
     label_dir.mkdir(parents=True)
     for index in range(count):
-        image, rows = _draw_image(imgsz, rng)
+        image, rows = draw_image(imgsz, rng)
         image.save(image_dir / f"{index:05d}.png")
         (label_dir / f"{index:05d}.txt").write_text("".join(rows))
 
