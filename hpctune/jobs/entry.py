@@ -88,7 +88,7 @@ def run_job(run_dir: str | Path, requeue: Callable[[str], None]) -> dict[str, An
     stop = interrupt.StopRequest()
     if alloc.is_head:
         stop.install((signal.SIGTERM,))  # TERM during bring-up; USR2 once Ray's processes exist
-        _remove_stale_tokens(rundir)
+        _remove_stale_tokens(rundir, alloc.job_id)
     result = None
     try:
         with ray_cluster(alloc, rundir.path / CLUSTER_DIR) as cluster:
@@ -120,11 +120,14 @@ def run_job(run_dir: str | Path, requeue: Callable[[str], None]) -> dict[str, An
     return _after_search(rundir, alloc, stop, result, requeue)
 
 
-def _remove_stale_tokens(rundir: RunDir) -> None:
+def _remove_stale_tokens(rundir: RunDir, job_id: str) -> None:
     """A job killed outright (scancel, node crash) could not delete its Ray token; the cluster it
-    opened is gone, but a secret should not outlive it on shared storage."""
+    opened is gone, but a secret should not outlive it on shared storage. Only tokens of jobs Slurm
+    no longer runs go: a second job of the same run must not break the live cluster of the first."""
     for token in (rundir.path / CLUSTER_DIR).glob("ray-*/token"):
-        token.unlink(missing_ok=True)
+        owner = token.parent.name.removeprefix("ray-").split(".", 1)[0]
+        if owner == job_id or queries.squeue_state(owner) in {None, ""}:
+            token.unlink(missing_ok=True)
 
 
 def _job_logging() -> None:
