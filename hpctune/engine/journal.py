@@ -21,7 +21,7 @@ class Journaled(Searcher):
     the same id: it finds its recorded configuration here and its epochs in its own folder.
     """
 
-    active: Journaled | None = None  # the instance Ray drives in this process (set when Ray sets it up)
+    active: Journaled | None = None  # the instance Ray drives in this process (set when built or unpickled)
 
     def __init__(self, searcher: Searcher, path: Path, baseline: dict[str, Any] | None):
         super().__init__(metric=searcher.metric, mode=searcher.mode)
