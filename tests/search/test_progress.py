@@ -53,9 +53,11 @@ def test_job_log_has_plain_lines_one_per_update(search):
 
     status = [x for x in progress_lines if " | best " in x]
     pattern = (STAMP + r"trials (\d) done/(\d) running/(\d) pending( \(\d stopped by ASHA\))? \| best "
-               r"(-|\d\.\d{4} \(trial \w+_\d{5}, epoch \d\)) \| (eta ~(\d\d:\d\d|\?)|all done)$")
+               r"(-|\d\.\d{4} \(trial \w+_\d{5}, epoch \d\)( vs baseline \d\.\d{4}, [+-]\d\.\d{4})?) "
+               r"\| (eta ~(\d\d:\d\d|\?)|all done)$")
     for line in status:
         assert re.match(pattern, line), line
+    assert " vs baseline " in status[-1], "the best is shown beside the baseline (the untuned first trial)"
     final = re.match(pattern, status[-1])
     assert final.group(3, 4, 5) == (str(TRIALS), "0", "0") and status[-1].endswith("all done")
     seconds = [int(m) * 60 + int(s) for m, s in (re.match(STAMP, x).groups() for x in status[:-1])]
