@@ -18,14 +18,17 @@ CLUSTER_KEYS = ("nodes", "gpus_per_node", "cpus_per_node", "mem", "partition", "
 def cluster_options(func):
     """The job's resources and Slurm settings; a --profile supplies any of them."""
     options = [
-        click.option("--nodes", type=int, default=None, help="Nodes of the job (default 1)."),
-        click.option("--gpus-per-node", type=int, default=None, help="GPUs per node (default 0)."),
+        click.option("-N", "--nodes", type=int, default=None, envvar="HPCTUNE_NODES",
+                     help="Nodes of the job (default 1)."),
+        click.option("--gpus-per-node", type=int, default=None, envvar="HPCTUNE_GPUS_PER_NODE",
+                     help="GPUs per node (default 0)."),
         click.option("--cpus-per-node", type=int, default=None, help="CPUs per node (default: a whole node's)."),
         click.option("--mem", default=None, help="Memory per node, e.g. 64G (default: the cluster's)."),
-        click.option("--partition", default=None, help="Partition (default: the cluster's default)."),
-        click.option("--account", default=None, help="Account to charge."),
-        click.option("--qos", default=None, help="Quality of service."),
-        click.option("--time", default=None, metavar="D-HH:MM:SS",
+        click.option("-p", "--partition", default=None, envvar="HPCTUNE_PARTITION",
+                     help="Partition (default: the cluster's default)."),
+        click.option("-A", "--account", default=None, envvar="HPCTUNE_ACCOUNT", help="Account to charge."),
+        click.option("-q", "--qos", default=None, envvar="HPCTUNE_QOS", help="Quality of service."),
+        click.option("-t", "--time", default=None, metavar="D-HH:MM:SS", envvar="HPCTUNE_TIME",
                      help="Time limit of one job run (default: the partition's, else 1 day)."),
         click.option("--constraint", default=None, help="Node features, e.g. a100."),
         click.option("--exclusive", is_flag=True, default=None, help="Whole nodes for this job."),
@@ -37,7 +40,8 @@ def cluster_options(func):
                      help="Requeues after reaching --time (default 3); preemptions always requeue."),
         click.option("--signal-delay", type=int, default=None,
                      help="Seconds between the stop signal (USR2) and the time limit (default 90)."),
-        click.option("--profile", default=None, help="Cluster profile (example: hpctune profiles --example)."),
+        click.option("--profile", default=None, envvar="HPCTUNE_PROFILE",
+                     help="Cluster profile (example: hpctune profiles --example)."),
     ]
     for option in reversed(options):
         func = option(func)

@@ -80,6 +80,8 @@ def build_spec(
         raise SpecError(f"'{unknown[0]}' is not an ultralytics training argument: remove it or fix its name")
     model = train_args.pop("model", None) or model
     data = train_args.pop("data", None) or data
+    if epochs is not None and "epochs" in train_args and train_args["epochs"] != epochs:
+        raise SpecError(f"epochs given twice ({epochs} and epochs={train_args['epochs']}): keep one of them")
     epochs = _positive_int("epochs", epochs if epochs is not None else train_args.pop("epochs", 100))
     train_args.pop("epochs", None)
     if data is None:

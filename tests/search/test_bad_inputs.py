@@ -51,6 +51,7 @@ CASES = {
     "cpus_per_trial nan": (["--cpus-per-trial", "nan"], "cpus_per_trial must be a number > 0"),
     "unknown metric": (["--metric", "mAP75"], "metric 'mAP75' is not one of mAP50-95, mAP50, fitness"),
     "unknown space name": (["--space", "yolov5"], "space file yolov5 not found"),
+    "epochs given twice": (["--epochs", "20", "epochs=50"], "epochs given twice (20 and epochs=50)"),
     "final top-k above trials": (["--max-samples", "2", "--final-top-k", "3"], "final_top_k 3 is more than the 2"),
 }
 
