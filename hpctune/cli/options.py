@@ -56,8 +56,12 @@ def search_options(func):
         click.option("--epochs", type=int, default=None, help="Epochs per trial = ASHA's max_t (default 100)."),
         click.option("--grace-period", type=int, default=10, show_default=True, help="ASHA's first rung, in epochs."),
         click.option("--reduction-factor", type=int, default=3, show_default=True, help="ASHA keeps 1/N per rung."),
-        click.option("--max-samples", "--iterations", "max_samples", type=int, default=10, show_default=True,
-                     help="Number of trials, the first one the baseline (iterations: Ultralytics' name)."),
+        click.option("--max-samples", "--iterations", "max_samples", type=int, default=None,
+                     help="Number of trials, the first one the baseline (iterations: Ultralytics' name); "
+                          "default 10, or as many as --time-budget allows."),
+        click.option("--time-budget", default=None, metavar="D-HH:MM:SS",
+                     help="Keep starting trials while a new one can still reach ASHA's first rung in this time "
+                          "(per job run; the final training's expected time is kept free)."),
         click.option("--gpu-per-trial", type=float, default=None, help="GPUs per trial; 0.25 packs 4 per GPU."),
         click.option("--cpus-per-trial", type=float, default=None, help="CPUs per trial."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed of the searcher."),

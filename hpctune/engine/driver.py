@@ -18,6 +18,7 @@ from typing import Any
 
 from hpctune import ray_compat
 from hpctune.engine import asha, progress, scale, searchers, tracking, trainers
+from hpctune.engine.budget import TimeBudget
 from hpctune.engine.journal import Journaled
 from hpctune.run.results import SearchResult, write_results
 from hpctune.run.rundir import RunDir, check_format
@@ -46,6 +47,8 @@ def run(run_dir: str | Path, address: str | None = None, on_connect: Callable[[]
             if on_connect is not None:
                 on_connect()
             tuner = _tuner(rundir, spec, trainer, session)
+            if spec.time_budget_s:  # per job run: counted from this session's start
+                Journaled.active.budget = TimeBudget(spec.time_budget_s, spec.grace_period, spec.final_epochs)
             with scale.tuner_patches(trial_ids=lambda: Journaled.active.next_trial_id()):
                 tuner.fit()
             result = write_results(rundir, spec)

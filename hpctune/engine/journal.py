@@ -8,6 +8,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+from hpctune.engine.budget import TimeBudget
 from hpctune.run.journal import read_journal
 from hpctune.run.rundir import append_jsonl
 
@@ -31,13 +32,14 @@ class Journaled(Searcher):
         self.token = uuid.uuid4().hex[:5]
         self.count = 0  # suggestions made: restored from the snapshot, so ids repeat after a crash
         self._entries: dict[str, dict[str, Any]] | None = None  # read from the file once per driver
+        self.budget: TimeBudget | None = None  # set by the driver for each session (--time-budget)
         Journaled.active = self
 
     def next_trial_id(self) -> str:
         return f"{self.token}_{self.count:05d}"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_entries": None}  # the file, not a pickle, is the record
+        return {**self.__dict__, "_entries": None, "budget": None}  # the file, not a pickle, is the record
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -55,6 +57,9 @@ class Journaled(Searcher):
             config = recorded[trial_id]["config"]
             self.searcher.adopt(trial_id, config)
             return config
+        if self.budget is not None and not self.budget.allows_new_trial():
+            self.count -= 1
+            return Searcher.FINISHED  # no new trial could reach the first rung in the time left
         config = self.searcher.suggest(trial_id)
         if config is None or config is Searcher.FINISHED:
             return config
@@ -65,6 +70,8 @@ class Journaled(Searcher):
         return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if self.budget is not None:
+            self.budget.observe(result)
         self.searcher.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:

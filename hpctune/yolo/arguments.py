@@ -17,6 +17,7 @@ from typing import Any
 
 from hpctune.errors import SpecError
 from hpctune.run.spec import Resources, RunSpec
+from hpctune.slurm.timelimit import parse_time
 from hpctune.yolo import space as spaces
 from hpctune.yolo.data import resolve_data, resolve_model
 from hpctune.yolo.optimizer import lr0_range, resolve_auto
@@ -34,6 +35,7 @@ _SUFFIX = {"detect": "(B)", "obb": "(B)", "segment": "(M)", "pose": "(P)"}
 METRIC_NAMES = ("mAP50-95", "mAP50", "fitness", "top1", "top5")
 SEARCH_ALGS = ("evolve", "tpe", "optuna", "random")
 DEFAULT_SEARCH_ALG = "evolve"
+UNLIMITED_TRIALS = 100_000  # --time-budget without --max-samples: the budget ends the search
 # Set by hpctune for every trial; a user value would break the run directory or the search.
 RESERVED_TRAIN_ARGS = {"project", "name", "resume", "exist_ok", "mode", "tune", "device"}
 
@@ -45,7 +47,7 @@ def build_spec(
     space: str | Path | dict | None = None,
     grace_period: int = 10,
     gpu_per_trial: float | None = None,
-    max_samples: int = 10,
+    max_samples: int | None = 10,
     train_args: dict[str, Any] | None = None,
     epochs: int | None = None,
     reduction_factor: int = 3,
@@ -60,6 +62,7 @@ def build_spec(
     iterations: int | None = None,
     final_epochs: int = 0,
     final_top_k: int = 1,
+    time_budget: str | None = None,
 ) -> RunSpec:
     """Validate the arguments of a new search and resolve them into a RunSpec. Writes nothing.
     `iterations` is Ultralytics' name for the number of trials (max_samples)."""
@@ -68,6 +71,9 @@ def build_spec(
         iterations = train_args.pop("iterations")
     if iterations is not None:
         max_samples = iterations
+    time_budget_s = 60.0 * parse_time(time_budget) if time_budget else 0.0
+    if max_samples is None:  # not given: a time budget decides how many trials run
+        max_samples = UNLIMITED_TRIALS if time_budget_s else 10
     search_alg = train_args.pop("search_alg", None) or search_alg or DEFAULT_SEARCH_ALG
     if search_alg not in SEARCH_ALGS:
         raise SpecError(f"search algorithm '{search_alg}' is unknown: use one of {', '.join(SEARCH_ALGS)}")
@@ -147,7 +153,7 @@ def build_spec(
         gpu_per_trial=gpu_per_trial, cpus_per_trial=cpus_per_trial, seed=seed, name=name,
         storage=storage, space=search_space, train_args=train_args, data_config=data_config,
         wandb=_check_wandb(wandb, name), search_alg=search_alg, baseline=baseline,
-        final_epochs=final_epochs, final_top_k=final_top_k,
+        final_epochs=final_epochs, final_top_k=final_top_k, time_budget_s=time_budget_s,
     )
 
 
