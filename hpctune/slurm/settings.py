@@ -89,6 +89,9 @@ def resolve(options: dict[str, Any]) -> ClusterSettings:
         signal_delay_s=_whole("--signal-delay", merged.get("signal_delay", DEFAULT_SIGNAL_DELAY_S), 10),
         profile=profile_name,
     )
+    if settings.time_min is not None and settings.signal_delay_s >= settings.time_min * 60:
+        raise SpecError(f"--signal-delay {settings.signal_delay_s} s is not shorter than --time "
+                        f"({settings.time_min} min): the stop signal would come before the job starts")
     return settings
 
 

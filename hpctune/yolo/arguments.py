@@ -92,8 +92,9 @@ def build_spec(
     train_args.pop("epochs", None)
     if data is None:
         raise SpecError("no dataset given: pass data=path/to/data.yaml")
-    if not isinstance(max_samples, int) or isinstance(max_samples, bool) or max_samples <= 0:
-        raise SpecError(f"max_samples must be a whole number > 0 (got {max_samples}): e.g. --max-samples 10")
+    if not isinstance(max_samples, int) or isinstance(max_samples, bool) or not 0 < max_samples <= UNLIMITED_TRIALS:
+        raise SpecError(f"max_samples must be a whole number from 1 to {UNLIMITED_TRIALS} (got {max_samples}): "
+                        "e.g. --max-samples 10")
     grace_period = _positive_int("grace_period", grace_period)
     if grace_period > epochs:
         raise SpecError(
@@ -119,6 +120,10 @@ def build_spec(
         notes.append(f"space {space_name}: {', '.join(overlap)} fixed by your arguments, not searched")
     elif overlap:
         raise SpecError(f"'{overlap[0]}' is both searched and fixed in train_args: keep one of them")
+    reserved = sorted((RESERVED_TRAIN_ARGS | {"epochs", "data", "model"}) & set(search_space))
+    if reserved:
+        raise SpecError(f"'{reserved[0]}' cannot be searched (hpctune sets it for each trial): remove it from "
+                        "the space")
     _check_value_types({**train_args, **_fixed(search_space)})
 
     resources = resources or Resources.detect()

@@ -190,6 +190,8 @@ def _check_distribution(origin: str, key: str, value: Any) -> Any:
     if kind == "choice":
         if not isinstance(args, list) or not args:
             raise SpecError(f"{origin}: '{key}' choice needs a non-empty list of values, e.g. choice: [SGD, AdamW]")
+        for choice in args:
+            _check_value(origin, key, choice)
         return {kind: list(args)}
     wanted = 3 if kind == "quniform" else 2
     if not isinstance(args, list) or len(args) != wanted or not all(_is_number(a) for a in args):
@@ -202,9 +204,30 @@ def _check_distribution(origin: str, key: str, value: Any) -> Any:
         raise SpecError(f"{origin}: '{key}' loguniform needs low > 0 (got {low}): use uniform or a positive low")
     if kind == "quniform" and args[2] <= 0:
         raise SpecError(f"{origin}: '{key}' quniform needs a step > 0 (got {args[2]})")
-    if kind == "randint" and not all(float(a).is_integer() for a in args):
-        raise SpecError(f"{origin}: '{key}' randint needs whole numbers [low, high) (got {args})")
+    if kind == "randint" and not all(float(a).is_integer() and abs(a) < 2**31 for a in args):
+        raise SpecError(f"{origin}: '{key}' randint needs whole numbers [low, high) below 2**31 (got {args})")
+    if key in _whole_number_keys() and not (kind == "randint" or (
+            kind == "quniform" and all(float(a).is_integer() for a in args))):
+        raise SpecError(f"{origin}: '{key}' is a whole number: use randint [low, high) or choice, not {kind}")
+    _check_value(origin, key, low)
+    _check_value(origin, key, high if kind != "randint" else high - 1)
     return {kind: [float(a) if kind != "randint" else int(a) for a in args]}
+
+
+def _whole_number_keys() -> set[str]:
+    from ultralytics.cfg import CFG_INT_KEYS
+
+    return set(CFG_INT_KEYS)
+
+
+def _check_value(origin: str, key: str, value: Any) -> None:
+    """A value the search may give `key` must be one the installed Ultralytics accepts (type and range)."""
+    from ultralytics.cfg import check_cfg
+
+    try:
+        check_cfg({key: value})
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"{origin}: {str(exc).splitlines()[0]}") from None
 
 
 def _is_number(value: Any) -> bool:

@@ -98,6 +98,9 @@ def test_command_line_wins_over_profile(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("options, words", [
     ({"time": "tomorrow"}, "--time 'tomorrow' is not a Slurm time"),
+    ({"time": "5", "signal_delay": 600}, "--signal-delay 600 s is not shorter than --time (5 min)"),
+    ({"constraint": "a100\necho INJECTED #"}, "--constraint 'a100\\necho INJECTED #'... must be one printable line"),
+    ({"sbatch_args": ("mail-user=a\nb",)}, "must be one printable line"),
     ({"nodes": 0}, "--nodes must be a whole number >= 1"),
     ({"mem": "lots"}, "--mem 'lots' is not a Slurm memory size"),
     ({"sbatch_args": ("nodes=4",)}, "--sbatch-arg nodes is set by hpctune: use --nodes"),

@@ -82,6 +82,10 @@ def test_ray_domains_are_recorded_as_plain_data():
 
 
 @pytest.mark.parametrize("raw, words", [
+    ({"lr0": {"choice": ["abc", -5]}}, "'lr0=abc' is of invalid type str"),
+    ({"close_mosaic": {"uniform": [1, 10]}}, "'close_mosaic' is a whole number: use randint"),
+    ({"close_mosaic": {"randint": [0, 2**40]}}, "randint needs whole numbers [low, high) below 2**31"),
+    ({"mosaic": {"uniform": [0, 2]}}, "'mosaic=2' is an invalid value"),
     ({"nonsense": {"uniform": [0, 1]}}, "'nonsense' is not an ultralytics training argument"),
     ({"lr0": {"uniform": [0.1, 0.01]}}, "low 0.1 >= high 0.01"),
     ({"lr0": {"gaussian": [0, 1]}}, "unknown distribution 'gaussian'"),
