@@ -15,12 +15,15 @@ This module runs on workers: it imports neither the launcher nor submitit, nor a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +61,33 @@ def _report(record: dict[str, Any], metric: str) -> None:
 
 
 EpochDone = Callable[..., None]  # epoch_done(epoch, metrics, extra=None)
+OUTPUT = "output.log"  # the trial's stdout and stderr, kept beside its records
+
+
+@contextlib.contextmanager
+def output_to(path: Path) -> Iterator[None]:
+    """Send this process's stdout and stderr (file descriptors 1 and 2: Python, C++ and child
+    processes alike) to `path` while the trial trains: Ray keeps worker output only in its node-local
+    temp folder, deleted with the job, so a user could not read why a trial failed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            traceback.print_exc()  # why the trial failed, in its own folder
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 def run_trial(
@@ -92,10 +122,11 @@ def run_trial(
         if epoch < settings["epochs"]:
             _report(record, settings["metric"])
 
-    if done >= settings["epochs"]:
-        final = evaluate(folder, settings)
-    else:
-        final = train(config, settings, folder, done, epoch_done)
+    with output_to(folder / OUTPUT):
+        if done >= settings["epochs"]:
+            final = evaluate(folder, settings)
+        else:
+            final = train(config, settings, folder, done, epoch_done)
     record = {"epoch": settings["epochs"], "final": True, "metrics": final, "time": time.time(), **session}
     records.append(record)
     _report(record, settings["metric"])

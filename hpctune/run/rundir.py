@@ -6,7 +6,7 @@
       data.yaml                the dataset description with absolute paths, as trials read it
       hpctune.log              the driver's log
       tune/                    Ray Tune's experiment state and per-trial folders
-      trials/<trial_id>/       one YOLO training: weights/, epochs.jsonl, resume/last.pt
+      trials/<trial_id>/       one YOLO training: weights/, epochs.jsonl, resume/last.pt, output.log
       asha_rungs.json          ASHA's rung records, as of the last experiment snapshot
       final/                   the final training (--final-epochs): tune/, trials/<trial_id>/, best.pt
       results.csv              one row per trial
