@@ -142,10 +142,11 @@ def _tuner(rundir: RunDir, spec: RunSpec, trainer, session: int):
     )
     searcher = searchers.make_searcher(
         spec.search_alg, space=spec.space, metric=spec.metric, max_epochs=spec.epochs, seed=spec.seed,
-        baseline=spec.baseline or None,
+        baseline=spec.baseline or None, starts=spec.starts,
     )
-    log.info("search: %s, %d trials%s", spec.search_alg, spec.max_samples,
-             ", the first one the baseline (defaults + your arguments)" if spec.baseline else "")
+    log.info("search: %s, %d trials%s%s", spec.search_alg, spec.max_samples,
+             ", the first one the baseline (defaults + your arguments)" if spec.baseline else "",
+             ", the next at Ultralytics' documented defaults (where its Tuner starts)" if spec.starts else "")
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(

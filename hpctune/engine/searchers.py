@@ -53,9 +53,12 @@ def make_searcher(
     seed: int,
     baseline: dict[str, Any] | None,
     stopped_as: str = "pruned",
+    starts: list[dict[str, Any]] | None = None,
 ) -> SpaceSearcher:
-    """The searcher called `name` (one of NAMES) over `space`, maximising `metric`."""
-    common = {"space": space, "metric": metric, "max_epochs": max_epochs, "seed": seed, "baseline": baseline}
+    """The searcher called `name` (one of NAMES) over `space`, maximising `metric`; the baseline first,
+    then the configurations `starts` (other known-good points), then its own suggestions."""
+    common = {"space": space, "metric": metric, "max_epochs": max_epochs, "seed": seed, "baseline": baseline,
+              "starts": starts}
     if name == "random":
         return RandomSearcher(**common)
     if name in ("tpe", "optuna"):
@@ -75,7 +78,8 @@ class SpaceSearcher(Searcher):
     name = ""
 
     def __init__(
-        self, *, space: dict[str, Any], metric: str, max_epochs: int, seed: int, baseline: dict[str, Any] | None
+        self, *, space: dict[str, Any], metric: str, max_epochs: int, seed: int, baseline: dict[str, Any] | None,
+        starts: list[dict[str, Any]] | None = None,
     ):
         super().__init__(metric=metric, mode="max")
         if int(max_epochs) < 1:
@@ -85,6 +89,7 @@ class SpaceSearcher(Searcher):
         self.max_epochs = int(max_epochs)
         self.seed = int(seed)
         self.anchor = _check_baseline(self.searched, baseline)  # the baseline's searched values, or None
+        self.starts = [_check_baseline(self.searched, start) for start in starts or []]
         self.trials: dict[str, dict[str, Any]] = {}  # trial_id -> config, results {epoch: value}, outcome
 
     # --- Ray's Searcher interface
@@ -97,8 +102,9 @@ class SpaceSearcher(Searcher):
         return False  # the space is ours: Ray must not see unresolved domains in its own config
 
     def suggest(self, trial_id: str) -> dict[str, Any]:
-        first = self.anchor is not None and not self.trials
-        return self._add(trial_id, self._propose(trial_id, self.anchor if first else None))
+        fixed = ([self.anchor] if self.anchor is not None else []) + self.starts
+        index = len(self.trials)
+        return self._add(trial_id, self._propose(trial_id, fixed[index] if index < len(fixed) else None))
 
     def adopt(self, trial_id: str, config: dict[str, Any]) -> dict[str, Any]:
         """Take `config`, suggested before (e.g. replayed from a journal), as the suggestion for trial_id."""
@@ -134,7 +140,7 @@ class SpaceSearcher(Searcher):
         """What a restored state must have been saved with."""
         return _plain({
             "searcher": self.name, "space": self.space, "metric": self._metric, "max_epochs": self.max_epochs,
-            "seed": self.seed, "baseline": self.anchor,
+            "seed": self.seed, "baseline": self.anchor, "starts": self.starts,
         })
 
     def get_state(self) -> dict[str, Any]:

@@ -32,6 +32,7 @@ class RunSpec:
     trainer: str = "yolo"  # hpctune.engine.trainers name
     search_alg: str = "random"  # hpctune.engine.searchers name
     baseline: dict[str, Any] = field(default_factory=dict)  # the first trial: the searched keys, not tuned
+    starts: list[dict[str, Any]] = field(default_factory=list)  # trials after it: known-good starting points
     time_budget_s: float = 0.0  # > 0: start trials while one can still reach the first rung in this time
     final_epochs: int = 0  # > 0: after the search, train the best configuration(s) this long
     final_top_k: int = 1

@@ -139,6 +139,10 @@ def build_spec(
     if space_name:
         notes += spaces.range_notes(search_space)
     baseline = spaces.baseline_config(search_space, baseline_values) if spaces.searched_keys(search_space) else {}
+    # Ultralytics' genetic Tuner starts from the documented defaults under the pinned optimizer (lr0 0.01, not
+    # auto's fitted rate): that point runs second, so the search also starts where that tuner does.
+    tuner_start = spaces.baseline_config(search_space, {}) if baseline_values and baseline else {}
+    starts = [tuner_start] if tuner_start and tuner_start != baseline else []
     storage = _check_storage(storage)
     name = name or time.strftime("tune-%Y%m%d-%H%M%S")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}", str(name)):
@@ -157,7 +161,7 @@ def build_spec(
         grace_period=grace_period, reduction_factor=reduction_factor, max_samples=max_samples,
         gpu_per_trial=gpu_per_trial, cpus_per_trial=cpus_per_trial, seed=seed, name=name,
         storage=storage, space=search_space, train_args=train_args, data_config=data_config,
-        wandb=_check_wandb(wandb, name), search_alg=search_alg, baseline=baseline,
+        wandb=_check_wandb(wandb, name), search_alg=search_alg, baseline=baseline, starts=starts,
         final_epochs=final_epochs, final_top_k=final_top_k, time_budget_s=time_budget_s,
     )
 
