@@ -268,3 +268,12 @@ def test_bad_arguments_are_refused():
         searcher("evolve", baseline={"lr0": 0.01})
     with pytest.raises(SpecError, match="mode"):
         searcher("random").set_search_properties("fitness", "min", {})
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_baseline_then_the_starting_points_then_the_search(name):
+    start = {**BASELINE, "lr0": 0.001, "optimizer": "AdamW"}
+    search = searcher(name, starts=[start])
+    first, second, third = (search.suggest(f"t{i}") for i in range(3))
+    assert searched(first) == searched(BASELINE) and searched(second) == searched(start)
+    assert searched(third) not in (searched(BASELINE), searched(start))
