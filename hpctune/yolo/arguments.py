@@ -34,7 +34,7 @@ TASK_METRIC = {
 _SUFFIX = {"detect": "(B)", "obb": "(B)", "segment": "(M)", "pose": "(P)"}
 METRIC_NAMES = ("mAP50-95", "mAP50", "fitness", "top1", "top5")
 SEARCH_ALGS = ("evolve", "tpe", "optuna", "random")
-DEFAULT_SEARCH_ALG = "evolve"
+DEFAULT_SEARCH_ALG = "tpe"  # the best of hpctune's searchers in scripts/bench_search_quality.py (README)
 UNLIMITED_TRIALS = 100_000  # --time-budget without --max-samples: the budget ends the search
 # Set by hpctune for every trial; a user value would break the run directory or the search.
 RESERVED_TRAIN_ARGS = {"project", "name", "resume", "exist_ok", "mode", "tune", "device"}
