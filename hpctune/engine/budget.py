@@ -12,6 +12,8 @@ from __future__ import annotations
 import statistics
 import time
 
+from hpctune.engine.trial import trained_epoch_seconds
+
 
 class TimeBudget:
     def __init__(self, seconds: float, grace_period: int, final_epochs: int = 0, start: float | None = None):
@@ -21,9 +23,9 @@ class TimeBudget:
         self.epoch_seconds: list[float] = []
 
     def observe(self, result: dict) -> None:
-        seconds = result.get("time_this_iter_s")
-        if isinstance(seconds, (int, float)) and seconds >= 0.2:  # faster: a report replayed from a record
-            self.epoch_seconds.append(float(seconds))
+        seconds = trained_epoch_seconds(result)
+        if seconds is not None:
+            self.epoch_seconds.append(seconds)
 
     def allows_new_trial(self, now: float | None = None) -> bool:
         """Whether a trial started now could reach the first rung, with the final training's time kept free."""

@@ -52,21 +52,20 @@ class Journaled(Searcher):
         if self._entries is None:
             self._entries = read_journal(self.path)
         recorded = self._entries
-        self.count += 1
-        if trial_id in recorded:
+        if trial_id in recorded:  # created again after a crash: the same configuration, whatever the budget
             config = recorded[trial_id]["config"]
             self.searcher.adopt(trial_id, config)
-            return config
-        if self.budget is not None and not self.budget.allows_new_trial():
-            self.count -= 1
-            return Searcher.FINISHED  # no new trial could reach the first rung in the time left
-        config = self.searcher.suggest(trial_id)
-        if config is None or config is Searcher.FINISHED:
-            return config
-        entry = {"trial_id": trial_id, "n": len(recorded), "config": config,
-                 "baseline": bool(self.baseline) and not recorded and config == self.baseline}
-        append_jsonl(self.path, entry)  # durable before Ray creates the trial
-        recorded[trial_id] = entry
+        else:
+            if self.budget is not None and not self.budget.allows_new_trial():
+                return Searcher.FINISHED  # no new trial could reach the first rung in the time left
+            config = self.searcher.suggest(trial_id)
+            if config is None or config is Searcher.FINISHED:
+                return config
+            entry = {"trial_id": trial_id, "n": len(recorded), "config": config,
+                     "baseline": bool(self.baseline) and not recorded and config == self.baseline}
+            append_jsonl(self.path, entry)  # durable before Ray creates the trial
+            recorded[trial_id] = entry
+        self.count += 1  # a trial is created: the next one gets the next id
         return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:

@@ -28,6 +28,7 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
+from hpctune.engine.trial import trained_epoch_seconds
 from hpctune.run.rundir import RunDir
 from hpctune.run.spec import RunSpec
 
@@ -157,9 +158,9 @@ class Board:
             view.best = view.metric if view.best is None else max(view.best, view.metric)
             if self.best is None or view.metric > self.best[0]:
                 self.best = (view.metric, trial_id, view.epoch)
-        seconds = result.get("time_this_iter_s")
-        if isinstance(seconds, (int, float)) and seconds >= 0.2:  # faster: an epoch replayed from its record
-            self.epoch_seconds.append(float(seconds))
+        seconds = trained_epoch_seconds(result)
+        if seconds is not None:
+            self.epoch_seconds.append(seconds)
         return view
 
     def ended(self, trial_id: str, error: str = "") -> TrialView:

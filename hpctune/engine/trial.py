@@ -62,6 +62,13 @@ def _report(record: dict[str, Any], metric: str) -> None:
 
 EpochDone = Callable[..., None]  # epoch_done(epoch, metrics, extra=None)
 OUTPUT = "output.log"  # the trial's stdout and stderr, kept beside its records
+REPLAYED_BELOW_S = 0.2  # a report faster than this replayed a recorded epoch: it trained nothing
+
+
+def trained_epoch_seconds(result: dict[str, Any]) -> float | None:
+    """The seconds an epoch took to train, from a Ray result; None for a replayed report."""
+    seconds = result.get("time_this_iter_s")
+    return float(seconds) if isinstance(seconds, (int, float)) and seconds >= REPLAYED_BELOW_S else None
 
 
 @contextlib.contextmanager
