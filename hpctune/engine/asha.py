@@ -17,6 +17,10 @@ bracket, written on Ray's public `FIFOScheduler` contract so that its state is p
   loss. A detector trained from scratch scores exactly 0 mAP for its first epochs, so at an early
   rung every trial ties with the cutoff and plain ASHA (which stops only *below* it) stops nothing.
   Metrics are reported rounded to 6 decimals, so any real difference in the metric still decides.
+  Each loss term is divided by its gain (box, cls, dfl, ... may be searched, and Ultralytics reports
+  the losses multiplied by them): the raw sum favours small gains, and in bench_search_quality runs
+  it ranked trials at epoch 3 against their final mAP (Spearman -0.30 over 62 trials), the gain-free
+  sum with it (0.34).
 """
 
 from __future__ import annotations
@@ -35,14 +39,29 @@ from hpctune.run.rundir import atomic_write_json
 SCORE = "hpctune/asha_score"
 TIE_WEIGHT = 1e-7  # below the 1e-6 step of the reported metrics
 TIME_ATTR = "epoch"
+# Ultralytics multiplies each loss term by a training argument before reporting it (segmentation by `box`)
+LOSS_GAINS = {"box_loss": "box", "cls_loss": "cls", "dfl_loss": "dfl", "seg_loss": "box", "pose_loss": "pose",
+              "kobj_loss": "kobj"}
 
 
-def score(metrics: dict[str, float], metric: str) -> float | None:
-    """The value ASHA ranks a report by (higher is better); None when the report lacks the metric."""
+def gain_free_loss(metrics: dict[str, float], config: dict[str, Any]) -> float:
+    """The summed validation loss with each term divided by its gain from `config` (inf if not finite)."""
+    total = 0.0
+    for key, value in metrics.items():
+        if not (key.startswith("val/") and key.endswith("loss")):
+            continue
+        gain = config.get(LOSS_GAINS.get(key[len("val/"):], ""), 1.0)
+        if isinstance(gain, (int, float)) and not isinstance(gain, bool) and gain > 0:
+            total += float(value) / gain
+    return total if math.isfinite(total) else math.inf
+
+
+def score(metrics: dict[str, float], metric: str, config: dict[str, Any] | None = None) -> float | None:
+    """The value ASHA ranks a report by (higher is better): the metric, exact ties broken by a lower gain-free
+    validation loss (`config` holds the trial's gains). None when the report lacks the metric."""
     if metric not in metrics:
         return None
-    losses = [v for k, v in metrics.items() if k.startswith("val/") and "loss" in k]
-    tie_break = 1.0 / (1.0 + max(0.0, sum(losses))) if losses else 0.0  # in (0, 1]: lower loss, higher
+    tie_break = 1.0 / (1.0 + max(0.0, gain_free_loss(metrics, config or {})))  # in [0, 1]: lower loss, higher
     return float(metrics[metric]) + TIE_WEIGHT * tie_break
 
 

@@ -143,6 +143,7 @@ def _tuner(rundir: RunDir, spec: RunSpec, trainer, session: int):
     searcher = searchers.make_searcher(
         spec.search_alg, space=spec.space, metric=spec.metric, max_epochs=spec.epochs, seed=spec.seed,
         baseline=spec.baseline or None, starts=spec.starts,
+        max_trials=spec.max_samples,
     )
     log.info("search: %s, %d trials%s%s", spec.search_alg, spec.max_samples,
              ", the first one the baseline (defaults + your arguments)" if spec.baseline else "",

@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 NAMES = ("random", "tpe", "optuna", "evolve")  # "optuna" is Ultralytics' name for TPE
 STOPPED_AS = ("pruned", "complete")
 STATE_FORMAT = 1
+TPE_STARTUP_TRIALS = 10  # Optuna's default, also Ultralytics' (its Ray search leaves it as is)
 _MISSING = object()  # a result without the metric
 
 
@@ -54,18 +55,26 @@ def make_searcher(
     baseline: dict[str, Any] | None,
     stopped_as: str = "pruned",
     starts: list[dict[str, Any]] | None = None,
+    max_trials: int = 10_000,
 ) -> SpaceSearcher:
     """The searcher called `name` (one of NAMES) over `space`, maximising `metric`; the baseline first,
-    then the configurations `starts` (other known-good points), then its own suggestions."""
+    then the configurations `starts` (other known-good points), then its own suggestions. `max_trials`
+    sizes TPE's random start-up phase."""
     common = {"space": space, "metric": metric, "max_epochs": max_epochs, "seed": seed, "baseline": baseline,
               "starts": starts}
     if name == "random":
         return RandomSearcher(**common)
     if name in ("tpe", "optuna"):
-        return TPESearcher(**common, stopped_as=stopped_as)
+        return TPESearcher(**common, stopped_as=stopped_as, n_startup_trials=tpe_startup_trials(max_trials))
     if name == "evolve":
         return EvolveSearcher(**common)
     raise SpecError(f"unknown searcher '{name}': use one of {', '.join(NAMES)}")
+
+
+def tpe_startup_trials(max_trials: int) -> int:
+    """Random draws before TPE models the results: Optuna's default 10, but at most a quarter of a small
+    budget (at least 3), so that a search of 8 or 20 trials is not random search throughout."""
+    return max(3, min(TPE_STARTUP_TRIALS, max_trials // 4))
 
 
 class SpaceSearcher(Searcher):
@@ -234,9 +243,10 @@ class TPESearcher(SpaceSearcher):
     among pruned ones, by the epoch it reached, then by its value there) or, with stopped_as="complete", COMPLETE
     with its last value, as Ray's OptunaSearch does. An errored trial, or one without a result, is told FAIL.
 
-    n_startup_trials stays at Optuna's default, 10, as in Ultralytics (which passes TPESampler(multivariate=True,
-    constant_liar=True) to Ray): pruned trials count towards it, so ASHA's early stops end the random phase as
-    quickly as completed trials would, and a baseline plus 9 random draws already spread over the space.
+    n_startup_trials is Optuna's default, 10, as in Ultralytics (which passes TPESampler(multivariate=True,
+    constant_liar=True) to Ray), except for small budgets (see tpe_startup_trials): with Optuna's 10 a search of
+    8 trials never leaves the random phase. Pruned trials count towards it, so ASHA's early stops end the random
+    phase as quickly as completed trials would.
 
     The sampler is seeded again before each ask, from (seed, number of trials in the study): a suggestion is then
     a function of the seed and the study's trials alone, and a study rebuilt from the saved trials (same numbers,
@@ -246,10 +256,10 @@ class TPESearcher(SpaceSearcher):
     """
 
     name = "tpe"
-    n_startup_trials = 10
 
-    def __init__(self, *, stopped_as: str = "pruned", **kwargs):
+    def __init__(self, *, stopped_as: str = "pruned", n_startup_trials: int = TPE_STARTUP_TRIALS, **kwargs):
         super().__init__(**kwargs)
+        self.n_startup_trials = n_startup_trials
         if stopped_as not in STOPPED_AS:
             raise SpecError(f"stopped_as must be one of {', '.join(STOPPED_AS)} (got '{stopped_as}')")
         self.stopped_as = stopped_as
@@ -259,7 +269,7 @@ class TPESearcher(SpaceSearcher):
         self.numbers: dict[str, int] = {}  # trial_id -> Optuna trial number
 
     def settings(self):
-        return {**super().settings(), "stopped_as": self.stopped_as}
+        return {**super().settings(), "stopped_as": self.stopped_as, "n_startup_trials": self.n_startup_trials}
 
     def _propose(self, trial_id, anchor):
         if anchor is not None:

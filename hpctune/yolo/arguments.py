@@ -214,7 +214,9 @@ def _resolve_optimizer(search_space: dict[str, Any], train_args: dict[str, Any],
             train_args.setdefault(key, value)
     train_args["optimizer"] = resolved.name
     if "lr0" in searched and retarget_lr0:
-        search_space["lr0"] = lr0_range(resolved.lr0)
+        from ultralytics.cfg import DEFAULT_CFG_DICT
+
+        search_space["lr0"] = lr0_range(resolved.lr0, DEFAULT_CFG_DICT["lr0"])
     return {"lr0": resolved.lr0, "momentum": resolved.momentum}, [resolved.note()]
 
 

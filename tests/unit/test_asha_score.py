@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
+import pytest
 from ray.tune.schedulers import TrialScheduler
 
 from hpctune.engine import asha
@@ -34,8 +36,21 @@ def test_score_orders_by_the_metric_and_breaks_exact_ties_by_validation_loss():
     # the smallest difference a reported metric can show (1e-6) outranks any loss
     assert asha.score({METRIC: 0.000001, "val/box_loss": 1e9}, METRIC) > asha.score(
         {METRIC: 0.0, "val/box_loss": 0.0}, METRIC)
-    assert asha.score({METRIC: 0.5}, METRIC) == 0.5  # no validation loss reported: the metric alone
+    assert asha.score({METRIC: 0.5}, METRIC) == pytest.approx(0.5 + asha.TIE_WEIGHT)  # no loss reported
     assert asha.score({"val/box_loss": 1.0}, METRIC) is None
+    assert math.isnan(asha.score({METRIC: float("nan")}, METRIC))
+
+
+def test_the_loss_is_compared_without_the_searched_gains():
+    """Ultralytics reports each loss term multiplied by its gain: a small `cls` must not win by itself."""
+    metrics_small_gain = {METRIC: 0.0, "val/cls_loss": 0.2 * 3.0, "val/box_loss": 7.5 * 0.5}
+    metrics_large_gain = {METRIC: 0.0, "val/cls_loss": 4.0 * 2.0, "val/box_loss": 7.5 * 0.4}
+    small_gain, large_gain = {"cls": 0.2, "box": 7.5}, {"cls": 4.0, "box": 7.5}
+    # raw losses: 4.35 against 11.0; divided by the gains: 3.5 against 2.4, the second learned more
+    assert asha.score(metrics_large_gain, METRIC, large_gain) > asha.score(metrics_small_gain, METRIC, small_gain)
+    assert asha.gain_free_loss({"val/dfl_loss": 3.0, "val/loss": 1.0, "train/box_loss": 9.0}, {"dfl": 1.5}) == 3.0
+    assert asha.gain_free_loss({"val/cls_loss": 2.0}, {"cls": 0}) == 0.0  # a zero gain: the term is left out
+    assert asha.gain_free_loss({"val/box_loss": float("inf")}, {}) == math.inf
 
 
 def test_ties_at_zero_stop_nothing_on_the_raw_metric_but_do_on_the_score():

@@ -277,3 +277,22 @@ def test_the_baseline_then_the_starting_points_then_the_search(name):
     first, second, third = (search.suggest(f"t{i}") for i in range(3))
     assert searched(first) == searched(BASELINE) and searched(second) == searched(start)
     assert searched(third) not in (searched(BASELINE), searched(start))
+
+
+def test_tpe_startup_phase_fits_the_budget():
+    from hpctune.engine.searchers import tpe_startup_trials
+
+    assert [tpe_startup_trials(n) for n in (1, 8, 20, 40, 100, 100_000)] == [3, 3, 5, 10, 10, 10]
+    assert searcher("tpe", max_trials=8).n_startup_trials == 3
+
+
+def test_tpe_with_a_small_budget_models_the_results_sooner():
+    """8 trials: Optuna's default start-up (10) is random throughout; the budget's start-up is not."""
+    def mean_distance(max_trials):
+        finals = []
+        for seed in range(6):
+            suggested = Simulation(searcher("tpe", seed=seed, max_trials=max_trials), trials=12, seed=seed).run()
+            finals.append(np.mean([distance(config) for config in suggested[6:]]))
+        return np.mean(finals)
+
+    assert mean_distance(12) < mean_distance(10_000)
