@@ -13,7 +13,7 @@ from typing import Any
 
 from hpctune.errors import SpecError
 from hpctune.run.results import SearchResult, load_result
-from hpctune.run.rundir import FORMAT, MANIFEST, RunDir, atomic_write_json
+from hpctune.run.rundir import FORMAT, MANIFEST, RunDir, atomic_write_json, dir_mode
 from hpctune.run.spec import RunSpec
 from hpctune.yolo.arguments import build_spec
 from hpctune.yolo.data import write_data_yaml
@@ -70,7 +70,7 @@ def create_run(spec: RunSpec) -> RunDir:
         if spec.data_config:
             write_data_yaml(spec.data_config, staging / "data.yaml")
         atomic_write_json(staging / MANIFEST, manifest)
-        os.chmod(staging, 0o755)
+        os.chmod(staging, dir_mode())  # mkdtemp makes it 0700: honour the umask as mkdir does
         os.rename(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,8 +1,11 @@
 """The trial protocol every trainer follows, one report and one checkpoint per epoch.
 
 Durability lives in the trial's own folder on shared storage, not in Ray's memory:
-- after every epoch, `resume/last.pt` (a complete copy, replaced atomically) and a line in
-  `epochs.jsonl` with that epoch's metrics;
+- after every epoch, `resume/last.pt` (a complete copy, replaced atomically; the one it replaces
+  kept as `resume/previous.pt`) and a line in `epochs.jsonl` with that epoch's metrics;
+- a trial resumes from the newest checkpoint it can read (given a `checkpoint_epoch` reader) and
+  forgets the records past it: it trains those epochs again rather than claim them, reporting to
+  Ray only the epochs the driver had not recorded yet;
 - the Ray checkpoint sent with each report only names the epoch, so on restore the trial knows
   which of its epochs the driver had recorded. Epochs the driver never recorded (it was killed
   between the report and its snapshot) are reported again from `epochs.jsonl` instead of being
@@ -30,7 +33,7 @@ from typing import Any
 from ray import tune
 
 from hpctune.engine.asha import SCORE, score
-from hpctune.run.records import RECORDS, EpochRecords, completed_epochs
+from hpctune.run.records import RECORDS, EpochOf, EpochRecords, completed_epochs, resumable_history
 
 
 def _epoch_checkpoint(epoch: int) -> tune.Checkpoint:
@@ -48,9 +51,9 @@ def _driver_epoch() -> int:
         return int(json.loads(Path(folder, "epoch.json").read_text())["epoch"])
 
 
-def _report(record: dict[str, Any], metric: str) -> None:
+def _report(record: dict[str, Any], metric: str, config: dict[str, Any]) -> None:
     result = {**record["metrics"], "epoch": record["epoch"]}
-    rank = score(record["metrics"], metric)
+    rank = score(record["metrics"], metric, config)
     if rank is not None:
         result[SCORE] = rank
     checkpoint = _epoch_checkpoint(record["epoch"])
@@ -102,21 +105,25 @@ def run_trial(
     settings: dict[str, Any],
     train: Callable[[dict[str, Any], dict[str, Any], Path, int, EpochDone], dict[str, float]],
     evaluate: Callable[[Path, dict[str, Any]], dict[str, float]],
+    checkpoint_epoch: EpochOf | None = None,
 ) -> None:
     """The protocol of every hpctune trainable (this YOLO one, and hpctune.testing.simulate's stand-in):
     replay the reports the driver missed, then `train(config, settings, folder, done, epoch_done)`
     trains from epoch done + 1, calling `epoch_done(epoch, metrics)` once each epoch's state is
     safe, and returns the final metrics; `evaluate(folder, settings)` gives them when training had
-    ended but its final record was lost."""
+    ended but its final record was lost; `checkpoint_epoch(path)` reads the epoch a resume checkpoint
+    holds (None: unreadable), so that `done` is the epoch of a checkpoint that can be loaded."""
     trial_id = tune.get_context().get_trial_id()
     folder = Path(settings["trials_dir"]) / trial_id
     records = EpochRecords(folder / RECORDS)
     history = completed_epochs(records.read())
+    if checkpoint_epoch is not None:
+        history = resumable_history(folder, history, settings["epochs"], checkpoint_epoch)
     known = _driver_epoch()
     for record in history:
         if record["epoch"] > known and not (record["epoch"] == settings["epochs"] and not record.get("final")):
             # the driver missed this report: replay it rather than train the epoch again
-            _report(record, settings["metric"])
+            _report(record, settings["metric"], config)
     if history and history[-1].get("final"):
         return
     done = history[-1]["epoch"] if history else 0
@@ -126,8 +133,8 @@ def run_trial(
     def epoch_done(epoch: int, metrics: dict[str, float], extra: dict[str, Any] | None = None) -> None:
         record = {"epoch": epoch, "metrics": metrics, "time": time.time(), **session, **(extra or {})}
         records.append(record)
-        if epoch < settings["epochs"]:
-            _report(record, settings["metric"])
+        if known < epoch < settings["epochs"]:  # not one Ray has: retrained after an unreadable checkpoint
+            _report(record, settings["metric"], config)
 
     with output_to(folder / OUTPUT):
         if done >= settings["epochs"]:
@@ -136,4 +143,4 @@ def run_trial(
             final = train(config, settings, folder, done, epoch_done)
     record = {"epoch": settings["epochs"], "final": True, "metrics": final, "time": time.time(), **session}
     records.append(record)
-    _report(record, settings["metric"])
+    _report(record, settings["metric"], config)

@@ -18,7 +18,8 @@ starts and joins the moment ``head.json`` says ``ready`` (no sleeps).
 Security: token authentication is always on (``RAY_AUTH_MODE=token``, ``RAY_AUTH_TOKEN_PATH``)
 for every Ray process and, on rank 0, for this process while the body runs; the token is
 never printed or logged. Each node binds its own IP (its SLURM host name, resolved by the
-system resolver), a node-local temp dir under /tmp, and ports from ``hpctune.raycluster.node``.
+system resolver), a private node-local temp dir (0700, a random name under ``$TMPDIR`` or /tmp),
+and ports from ``hpctune.raycluster.node``.
 
 Teardown on every exit path of the ``with`` block (return, exception, SIGTERM/SIGUSR2/SIGHUP
 when nobody else handles them, SIGTERM after ``ray.init()`` too): this node's Ray processes
@@ -34,7 +35,7 @@ import json
 import logging
 import os
 import secrets
-import shutil
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -43,7 +44,16 @@ from pathlib import Path
 from hpctune.errors import ClusterError
 from hpctune.ray_compat import alive_node_ips, refresh_cached_env
 from hpctune.raycluster.driver_env import disconnect_driver, environ, exit_on_signals
-from hpctune.raycluster.node import RayNodeProcess, read_json, read_text, sweep_stale_temp_dirs, write_private
+from hpctune.raycluster.node import (
+    TEMP_PREFIX,
+    TEMP_RANDOM,
+    RayNodeProcess,
+    private_temp_dir,
+    read_json,
+    read_text,
+    sweep_stale_temp_dirs,
+    write_private,
+)
 from hpctune.raycluster.ports import candidate_plans, check_local_ip, client_server_available, resolve_ip, tcp_open
 from hpctune.slurm.allocation import Allocation
 
@@ -68,6 +78,26 @@ class ClusterHandle:
     joined_s: float | None = None  # seconds from ray_cluster() to all nodes joined (rank 0)
 
 
+def _socket_room(root: Path, prefix: str) -> bool:
+    """Whether Ray's unix socket paths in a temp dir made in `root` stay within 107 bytes."""
+    return len(str(root / prefix)) + TEMP_RANDOM + _SOCKET_TAIL <= 107
+
+
+def _temp_root(tmp_root: str | None, prefix: str) -> Path:
+    """Where a node's Ray temp dir is made: `tmp_root` if given, else $TMPDIR (the system temp
+    folder), else /tmp where $TMPDIR is too long for Ray's unix sockets."""
+    root = Path(tmp_root if tmp_root is not None else tempfile.gettempdir())
+    if tmp_root is None and not _socket_room(root, prefix) and _socket_room(Path("/tmp"), prefix):
+        log.info("TMPDIR %s is too long for Ray's unix sockets (107 bytes): Ray's temp dir goes to /tmp", root)
+        root = Path("/tmp")
+    if not _socket_room(root, prefix):
+        raise ClusterError(
+            f"Ray temp dir {root / prefix}{'X' * TEMP_RANDOM} is too long for unix sockets (107 bytes): pass "
+            "a shorter node-local tmp_root (or TMPDIR) such as /tmp"
+        )
+    return root
+
+
 def _memory_args(mem_mb: int | None) -> list[str]:
     """Size Ray's object store (30 %, as Ray does for a whole machine) and its ``memory``
     resource (the rest) from the job's memory on the node, not the node's: /dev/shm use
@@ -82,7 +112,7 @@ def _memory_args(mem_mb: int | None) -> list[str]:
 class _Node:
     """Shared set-up of one node of this cluster."""
 
-    def __init__(self, alloc: Allocation, shared_dir: Path, tmp_root: str, grace_s: float):
+    def __init__(self, alloc: Allocation, shared_dir: Path, tmp_root: str | None, grace_s: float):
         step = alloc.step_id if alloc.step_id is not None else "b"
         self.alloc = alloc
         self.key = f"{alloc.job_id}.{step}"
@@ -90,18 +120,16 @@ class _Node:
         self.token = self.run_dir / "token"
         self.head_file = self.run_dir / "head.json"
         self.shutdown_file = self.run_dir / "shutdown"
-        self.temp_dir = Path(tmp_root) / f"hpct-{self.key}.{alloc.node_rank}"
-        if len(str(self.temp_dir)) + _SOCKET_TAIL > 107:
-            raise ClusterError(
-                f"Ray temp dir {self.temp_dir} is too long for unix sockets (107 bytes): pass "
-                "a shorter node-local tmp_root such as /tmp"
-            )
+        # A random name made at start (private_temp_dir): a predictable one could be taken first.
+        self.temp_prefix = f"{TEMP_PREFIX}{self.key}.{alloc.node_rank}-"
+        self.tmp_root = _temp_root(tmp_root, self.temp_prefix)
+        self.temp_dir: Path | None = None
         self.grace_s = grace_s
         self.multi = alloc.num_nodes > 1
-        local = Path(tmp_root).resolve()
+        local = self.tmp_root.resolve()
         if self.multi and (self.run_dir == local or local in self.run_dir.parents):
             raise ClusterError(
-                f"shared_dir {shared_dir} is under {tmp_root}, which is node-local: the nodes "
+                f"shared_dir {shared_dir} is under {self.tmp_root}, which is node-local: the nodes "
                 "cannot meet there; pass a folder on shared storage (e.g. in the run directory)"
             )
         self.ip = resolve_ip(alloc.hostname, multi_node=self.multi)
@@ -141,14 +169,12 @@ class _Node:
         None if ``stop_waiting()`` turned true first."""
         tried: set[int] = set()
         errors = []
-        swept = sweep_stale_temp_dirs(self.temp_dir.parent)
+        swept = sweep_stale_temp_dirs(self.tmp_root)
         if swept:
             log.info("removed stale Ray temp dirs of ended jobs: %s", ", ".join(map(str, swept)))
         for plan in candidate_plans(self.key, tried):
             tried.add(plan.base)
-            self.temp_dir.parent.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(self.temp_dir, ignore_errors=True)  # a requeued run's leftovers
-            self.temp_dir.mkdir(mode=0o700)
+            self.temp_dir = private_temp_dir(self.tmp_root, self.temp_prefix)  # removed by node.stop()
             node = RayNodeProcess(
                 self.common_args() + args_for(plan), self.ray_env(), self.log_path,
                 self.marker, self.temp_dir, plan, gate,
@@ -345,7 +371,7 @@ def ray_cluster(
     shared_dir: str | os.PathLike,
     *,
     timeout_s: float = 120.0,
-    tmp_root: str = "/tmp",
+    tmp_root: str | None = None,
     grace_s: float = 3.0,
     handle_signals: bool = True,
 ) -> Iterator[ClusterHandle]:
@@ -355,7 +381,8 @@ def ray_cluster(
     variables set in ``os.environ`` (``handle.driver_env``), so ``ray.init()`` (or
     ``ray.init(address=handle.address)``) connects. On ranks > 0 this blocks as a Ray worker
     until the head is gone, then runs the body with ``handle.is_head`` False.
-    ``shared_dir`` must be on storage all nodes see; ``tmp_root`` must be node-local.
+    ``shared_dir`` must be on storage all nodes see; ``tmp_root`` (default ``$TMPDIR``, else /tmp)
+    must be node-local: each node makes its Ray temp dir there, private and randomly named.
     Raises ``ClusterError`` when nodes do not join within ``timeout_s``.
     """
     t0 = time.monotonic()

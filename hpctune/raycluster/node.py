@@ -23,11 +23,14 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+from hpctune.errors import ClusterError
 from hpctune.raycluster.ports import PortPlan
 from hpctune.run.rundir import atomic_write_text
 
@@ -132,12 +135,52 @@ def _live_marker_keys() -> set[str]:
     return keys
 
 
+TEMP_PREFIX = "hpct-"  # temp dirs are TEMP_PREFIX + "<job>.<step>.<rank>-<random>"
+TEMP_RANDOM = 8  # characters tempfile.mkdtemp adds to the prefix
+
+
+def check_temp_root(root: Path) -> None:
+    """Ray's temp dir holds its sockets and session files: the folder it is made in must be ours or
+    root's, and sticky where anyone may write to it (as /tmp is), or another user could move ours."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        st = root.stat()
+    except OSError as exc:
+        raise ClusterError(f"Ray temp folder {root} cannot be used ({exc.strerror}): set TMPDIR to a "
+                           "node-local folder you can write, such as /tmp") from None
+    if st.st_uid not in (0, os.getuid()) or (st.st_mode & 0o002 and not st.st_mode & stat.S_ISVTX):
+        raise ClusterError(f"Ray temp folder {root} is owned by uid {st.st_uid} (not you or root) or writable "
+                           "by all without the sticky bit: set TMPDIR to a node-local folder of yours, such as /tmp")
+
+
+def private_temp_dir(root: Path, prefix: str) -> Path:
+    """A new folder ``root/<prefix><random>``, mode 0700: nobody can take its name first, and a
+    folder that is not ours is refused rather than used."""
+    check_temp_root(root)
+    try:
+        path = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+        st = path.lstat()
+    except OSError as exc:
+        raise ClusterError(f"cannot create Ray's temp dir in {root} ({exc.strerror}): set TMPDIR to a "
+                           "node-local folder you can write, such as /tmp") from None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise ClusterError(f"Ray temp dir {path} is not a private folder of yours (uid {st.st_uid}, mode "
+                           f"{stat.S_IMODE(st.st_mode):o}): set TMPDIR to a node-local folder of yours, such as /tmp")
+    return path
+
+
+def temp_dir_key(path: Path) -> str:
+    """The job-step key ('<job>.<step>') in a temp dir's name, with or without its random suffix."""
+    return path.name[len(TEMP_PREFIX):].split("-", 1)[0].rsplit(".", 1)[0]
+
+
 def sweep_stale_temp_dirs(tmp_root: Path, min_age_s: float = 60.0) -> list[Path]:
-    """Remove our ``hpct-<job>.<step>.<rank>`` temp dirs that no live process of ours uses
-    (a job killed before its teardown, e.g. by SLURM after KillWait). Returns them."""
+    """Remove our ``hpct-<job>.<step>.<rank>-<random>`` temp dirs that no live process of ours uses
+    (a job killed before its teardown, e.g. by SLURM after KillWait). Returns them. Folders of
+    other users are never touched."""
     now, uid = time.time(), os.getuid()
     old = []
-    for path in Path(tmp_root).glob("hpct-*"):
+    for path in Path(tmp_root).glob(f"{TEMP_PREFIX}*"):
         try:
             st = path.lstat()
         except OSError:
@@ -147,7 +190,7 @@ def sweep_stale_temp_dirs(tmp_root: Path, min_age_s: float = 60.0) -> list[Path]
     if not old:
         return []
     live = _live_marker_keys()
-    gone = [p for p in old if p.name[len("hpct-") :].rsplit(".", 1)[0] not in live]
+    gone = [p for p in old if temp_dir_key(p) not in live]
     for path in gone:
         shutil.rmtree(path, ignore_errors=True)
     return gone

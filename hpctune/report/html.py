@@ -19,7 +19,6 @@ import html
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ import yaml
 
 from hpctune.errors import RunDirError
 from hpctune.run.journal import baseline_trial
-from hpctune.run.rundir import LOCK, RunDir, atomic_write_text
+from hpctune.run.rundir import LOCK, RunDir, atomic_write_bytes, atomic_write_text
 from hpctune.run.spec import RunSpec
 
 if TYPE_CHECKING:
@@ -254,23 +253,11 @@ def write_report(run_dir: str | Path, top_k: int = 10, output: str | Path | None
     }
     paths = []
     for name, data in images.items():
-        _atomic_write_bytes(folder / name, data)
+        atomic_write_bytes(folder / name, data)
         paths.append(folder / name)
     page = folder / "index.html"
     atomic_write_text(page, render_html(view, images, scores, top_k))
     return Report(html=page, plots=paths, view=view)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _fmt(value: Any) -> str:

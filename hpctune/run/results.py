@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,8 @@ from typing import Any
 import yaml
 
 from hpctune.run.journal import baseline_trial
-from hpctune.run.records import RECORDS, RESUME_WEIGHTS, EpochRecords, completed_epochs
-from hpctune.run.rundir import RunDir, atomic_write_json, atomic_write_text
+from hpctune.run.records import PREVIOUS_WEIGHTS, RECORDS, RESUME_WEIGHTS, EpochRecords, completed_epochs
+from hpctune.run.rundir import RunDir, atomic_copy, atomic_write_json, atomic_write_text
 from hpctune.run.spec import RunSpec
 
 # Ray's trial status -> what it means for a trial that did not finish its own training.
@@ -161,16 +160,15 @@ def write_results(rundir: RunDir, spec: RunSpec) -> SearchResult:
     """Write results.csv, best_hyperparameters.yaml, best.pt and summary.json; return the result."""
     result = collect(rundir, spec)
     for row in result.table:
-        if row["state"] in {"completed", "stopped"}:  # never runs again: its resume copy is dead weight
-            (rundir.trial_dir(row["trial_id"]) / RESUME_WEIGHTS).unlink(missing_ok=True)
+        if row["state"] in {"completed", "stopped"}:  # never runs again: its resume copies are dead weight
+            for name in (RESUME_WEIGHTS, PREVIOUS_WEIGHTS):
+                (rundir.trial_dir(row["trial_id"]) / name).unlink(missing_ok=True)
     _write_csv(rundir.results_csv, result.table)
     if result.best_trial is not None:
         best = next(r for r in result.table if r["trial_id"] == result.best_trial)
         _write_best_yaml(rundir.best_yaml, spec, best, result.best_config)
     if result.best_weights is not None:
-        tmp = rundir.best_weights.with_name(".best.pt.tmp")
-        shutil.copyfile(result.best_weights, tmp)
-        tmp.replace(rundir.best_weights)
+        atomic_copy(result.best_weights, rundir.best_weights)
         result.best_weights = rundir.best_weights
     rows = result.table
     atomic_write_json(rundir.summary, {

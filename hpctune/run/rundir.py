@@ -6,7 +6,7 @@
       data.yaml                the dataset description with absolute paths, as trials read it
       hpctune.log              the driver's log
       tune/                    Ray Tune's experiment state and per-trial folders
-      trials/<trial_id>/       one YOLO training: weights/, epochs.jsonl, resume/last.pt, output.log
+      trials/<trial_id>/       one YOLO training: weights/, epochs.jsonl, resume/{last,previous}.pt, output.log
       asha_rungs.json          ASHA's rung records, as of the last experiment snapshot
       final/                   the final training (--final-epochs): tune/, trials/<trial_id>/, best.pt
       results.csv              one row per trial
@@ -15,15 +15,17 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from hpctune.errors import RunDirError
 
@@ -42,20 +44,77 @@ def check_format(rundir: RunDir, manifest: dict[str, Any]) -> None:
         )
 
 
-def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write a file so that readers see the old or the new content, never a torn one."""
+def current_umask() -> int:
+    """The process's umask, read from /proc where Linux shows it: setting it to read it races with threads."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode open() would give a new file: the run directory honours the user's umask."""
+    return 0o666 & ~current_umask()
+
+
+def dir_mode() -> int:
+    """The mode mkdir() would give a new folder."""
+    return 0o777 & ~current_umask()
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` survive a crash (the entry lives in the folder, not the file).
+    File systems that cannot fsync a folder say EINVAL: nothing more can be done there."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], None], mode: int | None) -> None:
+    """Write through a uniquely named temporary file beside `path`, fsynced, then renamed over it:
+    readers and a crash see the old or the complete new file, and no temporary file is left behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
+        os.chmod(tmp, file_mode() if mode is None else mode)  # mkstemp makes it 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str, mode: int | None = None) -> None:
+    """Write a file so that readers see the old or the new content, never a torn one.
+    `mode`: None for the umask's default; private files pass 0o600."""
+    _atomic_write(path, lambda f: f.write(text.encode()), mode)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic_write(path, lambda f: f.write(data), None)
+
+
+def atomic_copy(source: Path, target: Path) -> None:
+    """Copy a file (a checkpoint) so that `target` holds the old or the complete new copy, even after a crash."""
+    def write(f: BinaryIO) -> None:
+        with open(source, "rb") as src:
+            shutil.copyfileobj(src, f, 1 << 20)
+
+    _atomic_write(target, write, None)
 
 
 def append_jsonl(path: Path, record: Any) -> None:

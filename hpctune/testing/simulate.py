@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from pathlib import Path
@@ -131,14 +130,13 @@ def _evaluate(folder: Path, settings: dict[str, Any]) -> dict[str, float]:
 
 
 def _write_weights(folder: Path, size: int, epoch: int) -> None:
-    """A stand-in for resume/last.pt, replaced atomically each epoch like the real one."""
+    """A stand-in for resume/last.pt, written like the real one."""
     from hpctune.run.records import RESUME_WEIGHTS
+    from hpctune.run.rundir import atomic_write_bytes
 
     target = folder / RESUME_WEIGHTS
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_bytes(epoch.to_bytes(8, "little") * (size // 8) + b"\0" * (size % 8))
-    os.replace(tmp, target)
+    atomic_write_bytes(target, epoch.to_bytes(8, "little") * (size // 8) + b"\0" * (size % 8))
 
 
 class Model:

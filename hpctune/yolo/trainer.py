@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 from hpctune.engine.trial import EpochDone, run_trial
-from hpctune.run.records import RESUME_WEIGHTS
+from hpctune.run.records import RESUME_WEIGHTS, save_resume_weights
 from hpctune.run.spec import Resources
 from hpctune.yolo.offline import prepare as prepare_env  # noqa: F401  (the trainer protocol: engine.trainers)
-
-
-def _copy_atomic(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
 
 
 def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
@@ -26,7 +18,18 @@ def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
 
 def train_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     """Ray Tune function trainable. `settings` holds the run's fixed arguments (see engine/driver.py)."""
-    run_trial(config, settings, _train, _final_evaluation)
+    run_trial(config, settings, _train, _final_evaluation, checkpoint_epoch)
+
+
+def checkpoint_epoch(path: Path) -> int | None:
+    """The epoch (from 1) a resume checkpoint holds, None where it cannot be loaded (truncated by a
+    crash or a full disk): Ultralytics saves its own 0-based epoch counter in it."""
+    from ultralytics.utils.patches import torch_load
+
+    try:
+        return int(torch_load(path, map_location="cpu")["epoch"]) + 1
+    except Exception:  # any failure to unpickle means the same: this checkpoint cannot be resumed from
+        return None
 
 
 trainable = train_trial
@@ -78,7 +81,7 @@ def _train(config, settings, folder: Path, done: int, epoch_done: EpochDone) -> 
         if epoch is None:  # Ultralytics' final evaluation of best.pt
             state["final"] = metrics
             return
-        _copy_atomic(trainer.last, folder / RESUME_WEIGHTS)
+        save_resume_weights(Path(trainer.last), folder)
         epoch_done(epoch, metrics)
 
     model.add_callback("on_train_epoch_end", on_train_epoch_end)
