@@ -26,10 +26,10 @@ case "$where" in "$site"/*) ;; *) echo "check_wheel: hpctune imported from $wher
   || { cat "$work/demo.log"; exit 1; }
 grep -q "search finished; 2 trials" "$work/demo.log" || { cat "$work/demo.log"; exit 1; }
 data="$work/runs/demo-data/data.yaml"
-"$hpctune" sbatch model=yolov8n.yaml "data=$data" epochs=12 --nodes 2 --storage "$work/runs" --name wheel-sbatch \
-  --dry-run > "$work/sbatch.txt"
+"$hpctune" sbatch model=yolov8n.yaml "data=$data" epochs=12 --nodes 2 --gpus-per-node 0 --storage "$work/runs" \
+  --name wheel-sbatch --dry-run > "$work/sbatch.txt"
 grep -q "^srun " "$work/sbatch.txt"
-"$hpctune" submit model=yolov8n.yaml "data=$data" epochs=12 --nodes 2 --storage "$work/runs" --name wheel-submit \
-  --dry-run > "$work/submit.txt"
+"$hpctune" submit model=yolov8n.yaml "data=$data" epochs=12 --nodes 2 --gpus-per-node 0 --storage "$work/runs" \
+  --name wheel-submit --dry-run > "$work/submit.txt"
 grep -q "#SBATCH --nodes=2" "$work/submit.txt"
 echo "check_wheel: the wheel install runs --help, profiles, a demo search, and sbatch and submit --dry-run"

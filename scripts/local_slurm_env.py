@@ -19,4 +19,6 @@ def cluster_env() -> dict[str, str]:
         m = re.match(r"\s*export\s+(\w+)=(.*)$", line)
         if m:
             env[m.group(1)] = shlex.split(m.group(2))[0] if m.group(2) else ""
+    # its nodes list fake GPUs, so a job must say how many it wants: none unless a command asks
+    env.setdefault("HPCTUNE_GPUS_PER_NODE", "0")
     return env

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from typing import Any
 
@@ -11,7 +10,7 @@ import yaml
 
 from hpctune.cli.options import search_options, spec_arguments, user_errors
 
-CLUSTER_KEYS = ("nodes", "gpus_per_node", "cpus_per_node", "mem", "partition", "account", "qos", "time",
+CLUSTER_KEYS = ("nodes", "gpus_per_node", "gpu_type", "cpus_per_node", "mem", "partition", "account", "qos", "time",
                 "constraint", "exclusive", "setup", "sbatch_args", "max_requeues", "signal_delay", "profile")
 
 
@@ -21,17 +20,24 @@ def cluster_options(func):
         click.option("-N", "--nodes", type=int, default=None, envvar="HPCTUNE_NODES",
                      help="Nodes of the job (default 1)."),
         click.option("--gpus-per-node", type=int, default=None, envvar="HPCTUNE_GPUS_PER_NODE",
-                     help="GPUs per node (default 0)."),
-        click.option("--cpus-per-node", type=int, default=None, help="CPUs per node (default: a whole node's)."),
-        click.option("--mem", default=None, help="Memory per node, e.g. 64G (default: the cluster's)."),
+                     help="GPUs per node; needed on a partition with GPUs (0: train on CPUs only)."),
+        click.option("--gpu-type", default=None, metavar="TYPE", envvar="HPCTUNE_GPU_TYPE",
+                     help="GPU type as sinfo -o %G lists it, e.g. a100: asks for --gres=gpu:TYPE:N."),
+        click.option("--cpus-per-node", type=int, default=None,
+                     help="CPUs per node (default: the GPUs' share of a node, e.g. 16 of 64 CPUs for 1 of 4 GPUs; "
+                          "a whole node's without GPUs or with --exclusive)."),
+        click.option("--mem", default=None, help="Memory per node, e.g. 64G (default: the GPUs' share of a node's, "
+                     "rounded down to MB; the cluster's default without GPUs or with --exclusive)."),
         click.option("-p", "--partition", default=None, envvar="HPCTUNE_PARTITION",
                      help="Partition (default: the cluster's default)."),
         click.option("-A", "--account", default=None, envvar="HPCTUNE_ACCOUNT", help="Account to charge."),
         click.option("-q", "--qos", default=None, envvar="HPCTUNE_QOS", help="Quality of service."),
         click.option("-t", "--time", default=None, metavar="D-HH:MM:SS", envvar="HPCTUNE_TIME",
-                     help="Time limit of one job run (default: the partition's, else 1 day)."),
+                     help="Time limit of one job run, at most the partition's MaxTime (default: the partition's "
+                          "DefaultTime, else 1 hour)."),
         click.option("--constraint", default=None, help="Node features, e.g. a100."),
-        click.option("--exclusive", is_flag=True, default=None, help="Whole nodes for this job."),
+        click.option("--exclusive/--no-exclusive", default=None, envvar="HPCTUNE_EXCLUSIVE",
+                     help="Whole nodes for this job, all their CPUs (--no-exclusive overrides a profile)."),
         click.option("--setup", multiple=True, metavar="LINE",
                      help="Shell line run on every node before Python, e.g. 'module load cuda/12' (repeatable)."),
         click.option("--sbatch-arg", "sbatch_args", multiple=True, metavar="KEY=VALUE",
@@ -52,24 +58,28 @@ def _slurm_spec(train_args: tuple[str, ...], options: dict[str, Any], dry_run: b
     """Validate everything (settings, partition, storage, search spec); write nothing. A dry run
     where Slurm is not installed (a laptop, CI) skips the checks against the cluster, with a notice."""
     from hpctune.run.spec import Resources
-    from hpctune.slurm.settings import check_storage, check_with_cluster, resolve
+    from hpctune.slurm.settings import assume_without_cluster, check_storage, check_with_cluster, resolve
     from hpctune.yolo.arguments import build_spec
 
     settings = resolve({key: options.pop(key) for key in CLUSTER_KEYS})
-    if dry_run and not (shutil.which("sbatch") and shutil.which("sinfo")):
-        click.echo("hpctune: Slurm is not installed here: partition and limit checks skipped (--dry-run)", err=True)
-        if settings.cpus_per_node is None:
-            settings = dataclasses.replace(settings, cpus_per_node=max(1, settings.gpus_per_node) * 8)
-            click.echo(f"hpctune: --cpus-per-node not given: the preview assumes {settings.cpus_per_node}", err=True)
-    else:
-        settings = check_with_cluster(settings)
     arguments = spec_arguments(train_args, **options)
     check_storage(arguments["storage"])
+    if dry_run and not (shutil.which("sbatch") and shutil.which("sinfo")):
+        settings, assumed = assume_without_cluster(settings)
+        click.echo(_no_slurm_notice(assumed), err=True)
+    else:
+        settings = check_with_cluster(settings)
     # gpu_per_trial and cpus_per_trial are checked against the job's nodes, not this login node
     resources = Resources(cpus=settings.cpus_per_node, gpus=settings.gpus_per_node)
     spec = build_spec(**arguments, resources=resources)
     spec.cluster = settings.to_dict()
     return spec, settings
+
+
+def _no_slurm_notice(assumed: list[str]) -> str:
+    """One line: what a dry run without Slurm could not check, and what its preview assumes."""
+    line = "hpctune: Slurm is not installed here: partition, limit and node-size checks skipped (--dry-run)"
+    return f"{line}; not given, so the preview assumes {', '.join(assumed)}" if assumed else line
 
 
 @click.command()

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 PROJECT_FILE = "hpctune-profiles.yaml"
 KEYS = {
-    "partition", "account", "qos", "nodes", "gpus_per_node", "cpus_per_node", "mem", "time", "constraint",
+    "partition", "account", "qos", "nodes", "gpus_per_node", "gpu_type", "cpus_per_node", "mem", "time", "constraint",
     "exclusive", "setup", "sbatch_args", "max_requeues", "signal_delay",
 }
 

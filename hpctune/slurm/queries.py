@@ -39,6 +39,23 @@ def run(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
 
 
 @dataclass(frozen=True)
+class NodeShape:
+    """What one node of a partition has: CPUs, memory (MB; 0 = not configured) and GPUs by type."""
+
+    cpus: int
+    mem_mb: int
+    gpu_types: tuple[tuple[str | None, int], ...] = ()  # (type or None for untyped, count)
+
+    @property
+    def gpus(self) -> int:
+        return sum(count for _, count in self.gpu_types)
+
+    def gpus_of(self, gpu_type: str | None) -> int:
+        """GPUs a `--gres=gpu[:TYPE]:N` request can take here (no type: any of them)."""
+        return self.gpus if gpu_type is None else sum(c for t, c in self.gpu_types if t == gpu_type)
+
+
+@dataclass(frozen=True)
 class Partition:
     name: str
     default: bool
@@ -49,41 +66,61 @@ class Partition:
     state: str
     time_limit: str  # as sinfo prints it: "infinite", "1-00:00:00"
     default_time: str  # "n/a" when the partition has none
+    shapes: tuple[NodeShape, ...] = ()  # one per distinct node kind; () when not known
+
+    def gpu_types(self) -> list[str]:
+        return sorted({t for shape in self.shapes for t, _ in shape.gpu_types if t})
+
+
+def gpu_types(gres: str) -> tuple[tuple[str | None, int], ...]:
+    """GPUs by type in a node's GRES string: 'gpu:a100:2(S:0),gpu:v100:2' -> (('a100', 2), ('v100', 2));
+    'gpu:4' -> ((None, 4),)."""
+    found = []
+    for item in re.split(r",(?![^(]*\))", gres):
+        fields = item.split("(")[0].split(":")
+        if fields[0] == "gpu" and len(fields) >= 2 and fields[-1].isdigit():
+            found.append((fields[1] if len(fields) >= 3 else None, int(fields[-1])))
+    return tuple(found)
 
 
 def gpu_count(gres: str) -> int:
     """GPUs in a node's GRES string: 'gpu:4', 'gpu:a100:4(S:0-1)', 'gpu:a100:2,gpu:v100:2' -> 4."""
-    total = 0
-    for item in re.split(r",(?![^(]*\))", gres):
-        fields = item.split("(")[0].split(":")
-        if fields[0] == "gpu" and len(fields) >= 2 and fields[-1].isdigit():
-            total += int(fields[-1])
-    return total
+    return sum(count for _, count in gpu_types(gres))
+
+
+def _number(text: str) -> int:
+    """sinfo's leading number ('64', '256000+', 'n/a' -> 0)."""
+    return int(re.sub(r"\D.*", "", text.strip()) or 0)
 
 
 def partitions() -> dict[str, Partition]:
     """Every partition this user can see, one sinfo call (one line per node and partition)."""
-    out = run(["sinfo", "-h", "-a", "-N", "-o", "%P|%N|%c|%G|%a|%l|%L"])
-    seen: dict[str, list[tuple[str, int, int, str, str, str]]] = {}
+    out = run(["sinfo", "-h", "-a", "-N", "-o", "%P|%N|%c|%G|%a|%l|%L|%m"])
+    return parse_partitions(out.stdout)
+
+
+def parse_partitions(text: str) -> dict[str, Partition]:
+    """The partitions in `sinfo -h -a -N -o %P|%N|%c|%G|%a|%l|%L|%m` output."""
+    seen: dict[str, list[tuple[str, NodeShape, str, str, str]]] = {}
     defaults = set()
-    for line in out.stdout.splitlines():
+    for line in text.splitlines():
         fields = line.strip().split("|")
-        if len(fields) != 7:
+        if len(fields) != 8:
             continue
-        name, node, cpus, gres, avail, limit, default_time = fields
+        name, node, cpus, gres, avail, limit, default_time, mem = fields
         if name.endswith("*"):
             name = name[:-1]
             defaults.add(name)
-        cpus_n = int(re.sub(r"\D.*", "", cpus) or 0)
-        seen.setdefault(name, []).append((node, cpus_n, gpu_count(gres), avail, limit, default_time))
+        shape = NodeShape(cpus=_number(cpus), mem_mb=_number(mem), gpu_types=gpu_types(gres))
+        seen.setdefault(name, []).append((node, shape, avail, limit, default_time))
     result = {}
     for name, rows in seen.items():
-        nodes = {r[0] for r in rows}
+        shapes = [r[1] for r in rows]
         result[name] = Partition(
-            name=name, default=name in defaults, nodes=len(nodes),
-            cpus_per_node=min(r[1] for r in rows), gpus_per_node=max(r[2] for r in rows),
-            max_cpus_per_node=max(r[1] for r in rows), state=rows[0][3], time_limit=rows[0][4],
-            default_time=rows[0][5],
+            name=name, default=name in defaults, nodes=len({r[0] for r in rows}),
+            cpus_per_node=min(s.cpus for s in shapes), gpus_per_node=max(s.gpus for s in shapes),
+            max_cpus_per_node=max(s.cpus for s in shapes), state=rows[0][2], time_limit=rows[0][3],
+            default_time=rows[0][4], shapes=tuple(dict.fromkeys(shapes)),
         )
     return result
 

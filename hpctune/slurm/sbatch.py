@@ -1,5 +1,5 @@
 """sbatch scripts of a run: submitit's (what `hpctune submit` sends) and the standalone one from
-the template in the repository's slurm/ folder (what `hpctune sbatch` prints).
+the template in hpctune/slurm/templates (package data; what `hpctune sbatch` prints).
 
 Both start one task per node with `srun`; each task runs the setup lines and then Python,
 in the same shell, so `module load ...` takes effect on every node before Python starts. Both
@@ -46,7 +46,7 @@ def submitit_parameters(settings: ClusterSettings, job_name: str) -> dict[str, A
     optional = {
         "partition": settings.partition, "account": settings.account, "qos": settings.qos,
         "constraint": settings.constraint, "mem": settings.mem,
-        "gres": f"gpu:{settings.gpus_per_node}" if settings.gpus_per_node else None,
+        "gres": settings.gres,
         "exclusive": True if settings.exclusive else None,
     }
     params.update({k: v for k, v in optional.items() if v is not None})
@@ -75,7 +75,7 @@ def sbatch_lines(settings: ClusterSettings, job_name: str, log_dir: str | Path) 
         "output": f"{log_dir}/%j_log.out", "error": f"{log_dir}/%j_log.err",
         "partition": settings.partition, "account": settings.account, "qos": settings.qos,
         "constraint": settings.constraint, "mem": settings.mem,
-        "gres": f"gpu:{settings.gpus_per_node}" if settings.gpus_per_node else None,
+        "gres": settings.gres,
         "exclusive": True if settings.exclusive else None,
     }
     options.update({k: (v if v != "" else True) for k, v in settings.sbatch_args.items()})

@@ -1,13 +1,16 @@
 """The SLURM settings of a run: what `hpctune submit` asks for, stored in RunSpec.cluster.
 
 `resolve(options)` merges a profile with the command line and checks what needs no cluster
-(numbers, --time, --mem, --sbatch-arg); `check_with_cluster(settings)` then asks Slurm (sbatch on
-PATH, the partition, its nodes, CPUs and GPUs) and fills the defaults it decides (CPUs per node,
-time limit). Both raise HpctuneError subclasses and write nothing.
+(numbers, --time, --mem, --gpu-type, --sbatch-arg); `check_with_cluster(settings)` then asks Slurm
+(sbatch on PATH, the partition, its nodes, CPUs, memory, GPUs and time limits) and fills the defaults
+it decides (GPUs, CPUs and memory per node, time limit: see limits.py). Both raise HpctuneError
+subclasses and write nothing; `assume_without_cluster` fills the same defaults for a dry run where
+Slurm is not installed.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -15,13 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from hpctune.errors import ClusterError, SpecError
-from hpctune.slurm import queries
+from hpctune.slurm import limits, queries
 from hpctune.slurm.profiles import load_profile
 from hpctune.slurm.timelimit import format_time, parse_time
 
+log = logging.getLogger(__name__)
+
 DEFAULT_MAX_REQUEUES = 3  # timeouts of the job's own --time requeued (submitit's default); preemptions always are
 DEFAULT_SIGNAL_DELAY_S = 90  # USR2 this long before the time limit: time to stop, save and requeue
-DEFAULT_TIME_MIN = 24 * 60  # when neither --time, the profile nor the partition gives one
+DEFAULT_TIME_MIN = limits.DEFAULT_TIME_MIN  # when neither --time, the profile nor the partition gives one
+PREVIEW_CPUS_PER_GPU = 8  # a dry run without Slurm knows no node sizes: CPUs per node it shows per GPU
 # sbatch options hpctune sets itself: a --sbatch-arg may not change them.
 MANAGED_SBATCH = {
     "nodes", "ntasks", "ntasks-per-node", "cpus-per-task", "gres", "gpus", "gpus-per-node", "time", "signal",
@@ -29,6 +35,8 @@ MANAGED_SBATCH = {
     "requeue", "no-requeue", "array", "wrap",
 }
 _OWN_OPTIONS = {"nodes", "time", "partition", "account", "qos", "mem", "constraint", "exclusive"}
+_GPU_OPTIONS = {"gres", "gpus", "gpus-per-node"}
+_GPU_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a Slurm GRES type: a100, a100_3g.20gb, h100-80gb
 # Storage a node sees alone: a run directory there is invisible to the other nodes.
 NODE_LOCAL = ("/tmp", "/var/tmp", "/dev/shm", "/run/user")
 
@@ -36,13 +44,14 @@ NODE_LOCAL = ("/tmp", "/var/tmp", "/dev/shm", "/run/user")
 @dataclass
 class ClusterSettings:
     nodes: int = 1
-    gpus_per_node: int = 0
-    cpus_per_node: int | None = None  # None: the partition's CPUs per node
-    mem: str | None = None  # per node, as sbatch --mem takes it (e.g. 64G); None: the cluster's default
+    gpus_per_node: int | None = None  # None: not given (an error on a GPU partition); 0: a CPU job
+    gpu_type: str | None = None  # a GRES type (a100): --gres=gpu:a100:N; None: any GPU
+    cpus_per_node: int | None = None  # None: the GPUs' share of a node (a whole node's without GPUs or exclusive)
+    mem: str | None = None  # per node, as sbatch --mem takes it (e.g. 64G); None: the GPUs' share, else the cluster's
     partition: str | None = None  # None: the cluster's default partition
     account: str | None = None
     qos: str | None = None
-    time_min: int | None = None  # None: the partition's default (or limit), else one day
+    time_min: int | None = None  # None: the partition's DefaultTime, else one hour (limits.DEFAULT_TIME_MIN)
     constraint: str | None = None
     exclusive: bool = False
     setup: list[str] = field(default_factory=list)  # shell lines run on every node before Python
@@ -63,17 +72,29 @@ class ClusterSettings:
     def time(self) -> str | None:
         return None if self.time_min is None else format_time(self.time_min)
 
+    @property
+    def gres(self) -> str | None:
+        """sbatch's --gres value: gpu[:TYPE]:N. Not --gpus-per-node=TYPE:N: Slurm documents --gres as a
+        per-node request under every select plugin, while --gpus-per-node came with select/cons_tres and
+        is refused ("Invalid generic resource specification") where that plugin is not configured."""
+        if not self.gpus_per_node:
+            return None
+        return f"gpu:{self.gpu_type}:{self.gpus_per_node}" if self.gpu_type else f"gpu:{self.gpus_per_node}"
+
 
 def resolve(options: dict[str, Any]) -> ClusterSettings:
     """Profile values under the command line's (None = not given); pure checks only."""
     profile_name, profile = load_profile(options.get("profile"))
-    given = {k: v for k, v in options.items() if v is not None and v is not False and v != () and v != []}
+    # False counts as given: --no-exclusive overrides a profile's exclusive: true
+    given = {k: v for k, v in options.items() if v is not None and v != () and v != []}
     merged = {**profile, **given}
     setup = [*_lines(profile.get("setup")), *_lines(options.get("setup"))]
     sbatch_args = {**_sbatch_args(profile.get("sbatch_args") or {}), **_sbatch_args(options.get("sbatch_args") or ())}
     settings = ClusterSettings(
         nodes=_whole("--nodes", merged.get("nodes", 1), 1),
-        gpus_per_node=_whole("--gpus-per-node", merged.get("gpus_per_node", 0), 0),
+        gpus_per_node=None if merged.get("gpus_per_node") is None else _whole(
+            "--gpus-per-node", merged["gpus_per_node"], 0),
+        gpu_type=_gpu_type(merged.get("gpu_type")),
         cpus_per_node=None if merged.get("cpus_per_node") is None else _whole(
             "--cpus-per-node", merged["cpus_per_node"], 1),
         mem=_mem(merged.get("mem")),
@@ -82,36 +103,94 @@ def resolve(options: dict[str, Any]) -> ClusterSettings:
         qos=_name("--qos", merged.get("qos")),
         time_min=None if merged.get("time") is None else parse_time(str(merged["time"])),
         constraint=_one_line("--constraint", merged.get("constraint")),
-        exclusive=bool(merged.get("exclusive", False)),
+        exclusive=_flag("--exclusive", merged.get("exclusive", False)),
         setup=setup,
         sbatch_args=sbatch_args,
         max_requeues=_whole("--max-requeues", merged.get("max_requeues", DEFAULT_MAX_REQUEUES), 0),
         signal_delay_s=_whole("--signal-delay", merged.get("signal_delay", DEFAULT_SIGNAL_DELAY_S), 10),
         profile=profile_name,
     )
-    if settings.time_min is not None and settings.signal_delay_s >= settings.time_min * 60:
-        raise SpecError(f"--signal-delay {settings.signal_delay_s} s is not shorter than --time "
-                        f"({settings.time_min} min): the stop signal would come before the job starts")
+    if settings.gpu_type is not None and settings.gpus_per_node == 0:
+        raise SpecError(f"--gpu-type {settings.gpu_type} with --gpus-per-node 0 asks for no GPUs: "
+                        "pass --gpus-per-node N, or leave --gpu-type out")
+    _check_signal_delay(settings)
     return settings
 
 
 def check_with_cluster(settings: ClusterSettings) -> ClusterSettings:
-    """Check the settings against the partition Slurm reports; fill CPUs and time from it."""
+    """Check the settings against the partition Slurm reports; fill GPUs, CPUs, memory and time from it."""
     queries.require("sbatch")
-    part = queries.partition(settings.partition)
+    return fit_to_partition(settings, queries.partition(settings.partition))
+
+
+def fit_to_partition(settings: ClusterSettings, part: queries.Partition) -> ClusterSettings:
+    """The settings checked against `part`, with what was not given decided from it (each decision
+    logged in one line)."""
     where = f"partition '{part.name}'"
     if settings.nodes > part.nodes:
         raise ClusterError(f"--nodes {settings.nodes} is more than the {part.nodes} node(s) of {where}: "
                            f"use at most {part.nodes}")
-    if settings.gpus_per_node > part.gpus_per_node:
-        raise ClusterError(f"--gpus-per-node {settings.gpus_per_node} is more than {where} has per node "
-                           f"({part.gpus_per_node}): use at most {part.gpus_per_node} or another --partition")
-    cpus = settings.cpus_per_node or part.cpus_per_node
+    gpus = limits.requested_gpus(settings.gpus_per_node, settings.gpu_type, part)
+    cpus, mem = _cpus_and_mem(replace(settings, gpus_per_node=gpus), part)
     if cpus > part.max_cpus_per_node:
         raise ClusterError(f"--cpus-per-node {cpus} is more than {where} has per node "
                            f"({part.max_cpus_per_node}): use at most {part.max_cpus_per_node}")
-    time_min = settings.time_min or _partition_time(part) or DEFAULT_TIME_MIN
-    return replace(settings, partition=part.name, cpus_per_node=cpus, time_min=time_min)
+    time_min, why = limits.job_time(settings.time_min, part)
+    if why:
+        log.info(why)
+    fitted = replace(settings, partition=part.name, gpus_per_node=gpus, cpus_per_node=cpus, mem=mem,
+                     time_min=time_min)
+    _check_signal_delay(fitted)
+    return fitted
+
+
+def _cpus_and_mem(settings: ClusterSettings, part: queries.Partition) -> tuple[int, str | None]:
+    """CPUs and memory per node: the user's; else a whole node's CPUs when exclusive or without GPUs;
+    else the GPUs' share of a node (limits.gpu_share)."""
+    cpus, mem = settings.cpus_per_node, settings.mem
+    share = None if settings.exclusive else limits.gpu_share(part, settings.gpus_per_node or 0, settings.gpu_type)
+    if share is None:
+        return cpus or part.cpus_per_node, mem
+    chosen = []
+    if cpus is None:
+        cpus = share.cpus
+        chosen.append(f"{cpus} CPUs")
+    if mem is None and share.mem_mb:
+        mem = f"{share.mem_mb}M"
+        chosen.append(f"{mem} memory")
+    if chosen:
+        log.info("%s of the %s GPUs per node of partition '%s': asking for %s per node, their share of a node "
+                 "(--cpus-per-node, --mem or --exclusive to change)", settings.gpus_per_node, part.gpus_per_node,
+                 part.name, " and ".join(chosen))
+    return cpus, mem
+
+
+def assume_without_cluster(settings: ClusterSettings) -> tuple[ClusterSettings, list[str]]:
+    """A dry run where Slurm is not installed: what was given, and for the rest the values the preview
+    shows (with words saying so), since no node sizes or partition limits are known."""
+    assumed = []
+    gpus = settings.gpus_per_node or 0
+    if settings.gpus_per_node is None:
+        assumed.append("0 GPUs per node (--gpus-per-node)")
+    cpus = settings.cpus_per_node
+    if cpus is None:
+        cpus = max(1, gpus) * PREVIEW_CPUS_PER_GPU
+        assumed.append(f"{cpus} CPUs per node (--cpus-per-node)")
+    if settings.mem is None:
+        assumed.append("the cluster's default memory (--mem)")
+    time_min = settings.time_min
+    if time_min is None:
+        time_min = DEFAULT_TIME_MIN
+        assumed.append(f"time {format_time(time_min)} (--time)")
+    fitted = replace(settings, gpus_per_node=gpus, cpus_per_node=cpus, time_min=time_min)
+    _check_signal_delay(fitted)
+    return fitted, assumed
+
+
+def _check_signal_delay(settings: ClusterSettings) -> None:
+    if settings.time_min is not None and settings.signal_delay_s >= settings.time_min * 60:
+        raise SpecError(f"--signal-delay {settings.signal_delay_s} s is not shorter than --time "
+                        f"({settings.time_min} min): the stop signal would come before the job starts")
 
 
 def check_storage(path: str | Path, what: str = "the run directory") -> None:
@@ -129,19 +208,26 @@ def check_storage(path: str | Path, what: str = "the run directory") -> None:
             )
 
 
-def _partition_time(part: queries.Partition) -> int | None:
-    for text in (part.default_time, part.time_limit):
-        try:
-            return parse_time(text)
-        except SpecError:
-            continue  # "n/a", "infinite", "UNLIMITED"
-    return None
-
-
 def _whole(label: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise SpecError(f"{label} must be a whole number >= {minimum} (got {value!r})")
     return value
+
+
+def _flag(label: str, value: Any) -> bool:
+    if not isinstance(value, bool):  # a profile's "no" or "false" in quotes would be true
+        raise SpecError(f"{label} must be true or false (got {value!r}): write e.g. exclusive: true in a profile")
+    return value
+
+
+def _gpu_type(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    text = str(value)
+    if not _GPU_TYPE.fullmatch(text) or text.isdigit():
+        raise SpecError(f"--gpu-type {text[:40]!r} is not a GPU type: letters, digits, '_', '-', '.' only, at most "
+                        "64 characters, as `sinfo -o %G` lists them (gpu:TYPE:N), e.g. --gpu-type a100")
+    return text
 
 
 def _mem(value: Any) -> str | None:
@@ -181,10 +267,27 @@ def _sbatch_args(value: Any) -> dict[str, str]:
         if not re.fullmatch(r"[a-z][a-z0-9-]*", key):
             raise SpecError(f"--sbatch-arg '{key}' is not an sbatch option name: write e.g. --sbatch-arg mail-type=END")
         if key in MANAGED_SBATCH:
-            own = f"use --{key} instead" if key in _OWN_OPTIONS else "hpctune needs its own value there"
-            raise SpecError(f"--sbatch-arg {key} is set by hpctune: {own}")
+            raise SpecError(f"--sbatch-arg {key} is set by hpctune: {_managed_fix(key, text)}")
         args[key] = _one_line(f"--sbatch-arg {key}", "" if text is None else str(text)) or ""
     return args
+
+
+def _managed_fix(key: str, value: Any) -> str:
+    """What to pass instead of an sbatch option hpctune sets itself."""
+    if key in _OWN_OPTIONS:
+        return f"use --{key} instead"
+    if key == "cpus-per-task":
+        return "use --cpus-per-node instead (one task per node)"
+    if key in _GPU_OPTIONS:
+        text = str(value or "").strip()
+        count = re.fullmatch(r"(?:gpu:)?(\d+)", text)
+        if count:
+            return f"use --gpus-per-node {count.group(1)} instead"
+        typed = re.fullmatch(r"(?:gpu:)?([A-Za-z][\w.-]*):(\d+)", text)
+        if typed:
+            return f"use --gpus-per-node {typed.group(2)} --gpu-type {typed.group(1)} instead"
+        return "use --gpus-per-node N instead, with --gpu-type TYPE for typed GPUs (e.g. --gpu-type a100)"
+    return "hpctune needs its own value there"
 
 
 def _one_line(label: str, value: Any) -> str | None:
