@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from hpctune.errors import SpecError
+from hpctune.run.journal import read_journal
 from hpctune.run.results import SearchResult, load_result
-from hpctune.run.rundir import FORMAT, MANIFEST, RunDir, atomic_write_json, dir_mode
+from hpctune.run.rundir import FORMAT, MANIFEST, RunDir, atomic_write_json, check_format, dir_mode
 from hpctune.run.spec import RunSpec
-from hpctune.yolo.arguments import build_spec
+from hpctune.slurm.timelimit import parse_time
+from hpctune.yolo.arguments import UNLIMITED_TRIALS, build_spec
 from hpctune.yolo.data import write_data_yaml
 
 _PACKAGES = ("hpctune", "ultralytics", "ray", "torch", "submitit", "wandb", "optuna")
@@ -78,12 +80,54 @@ def create_run(spec: RunSpec) -> RunDir:
     return RunDir(target)
 
 
-def resume(run_dir: str | Path, address: str | None = None) -> SearchResult:
-    """Continue an interrupted search from its run directory."""
+def resume(run_dir: str | Path, address: str | None = None, *, max_samples: int | None = None,
+           time_budget: str | None = None) -> SearchResult:
+    """Continue a search from its run directory. `max_samples` (or `time_budget`, D-HH:MM:SS) grows an
+    interrupted or finished search: see `grow_run`."""
     from hpctune.jobs import local
 
-    RunDir(run_dir).read_manifest()  # a clear error before Ray starts, if this is no run
-    return local.run_search(run_dir, address=address)
+    rundir = RunDir(run_dir)
+    rundir.read_manifest()  # a clear error before Ray starts, if this is no run
+    if max_samples is not None or time_budget is not None:
+        grow_run(rundir, max_samples=max_samples, time_budget=time_budget)
+    return local.run_search(rundir.path, address=address)
+
+
+def grow_run(rundir: RunDir, max_samples: int | None = None, time_budget: str | None = None) -> None:
+    """Set the trial cap of a search to `max_samples`, at least the trials already created (a time
+    budget alone: no cap, the budget decides, as for a new search), recorded in its manifest, so that
+    every later resume keeps it.
+    The next driver goes on from the searcher's and ASHA's restored state: finished trials stay
+    finished, and exactly `max_samples` minus the trials already created are added."""
+    _grown_manifest(rundir, max_samples, time_budget)  # a user error leaves the run untouched, lock file included
+    with rundir.lock():  # no driver may be running while the spec changes
+        rundir.write_manifest(_grown_manifest(rundir, max_samples, time_budget))
+
+
+def _grown_manifest(rundir: RunDir, max_samples: int | None, time_budget: str | None) -> dict[str, Any]:
+    """The run's manifest with the new limits and the request appended to its "grown" list; checked first."""
+    manifest = rundir.read_manifest()
+    check_format(rundir, manifest)
+    spec = manifest["spec"]
+    budget_s = 60.0 * parse_time(time_budget) if time_budget is not None else spec.get("time_budget_s", 0.0)
+    cap = UNLIMITED_TRIALS if max_samples is None else max_samples
+    if isinstance(cap, bool) or not isinstance(cap, int) or not 0 < cap <= UNLIMITED_TRIALS:
+        raise SpecError(f"max_samples must be a whole number from 1 to {UNLIMITED_TRIALS} (got {cap!r}): "
+                        "e.g. --max-samples 20")
+    created = len(read_journal(rundir.suggestions))
+    if cap < created:
+        raise SpecError(f"max_samples {cap} is below the {created} trials run {rundir.path} already created: "
+                        f"give --max-samples {created} or more")
+    if cap < spec.get("final_top_k", 1):
+        raise SpecError(f"max_samples {cap} is below the final training's top {spec['final_top_k']}: "
+                        f"give --max-samples {spec['final_top_k']} or more")
+    if rundir.has_experiment_state(rundir.final_experiment):
+        raise SpecError(f"run {rundir.path} has a final training (final/), which a grown search would leave "
+                        "behind: start a new search")
+    spec.update(max_samples=cap, time_budget_s=budget_s)
+    manifest.setdefault("grown", []).append({"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "max_samples": cap,
+                                             "time_budget_s": budget_s, "trials_before": created})
+    return manifest
 
 
 def train(run_dir: str | Path, epochs: int, top_k: int = 1, address: str | None = None) -> SearchResult:

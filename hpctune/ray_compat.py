@@ -6,8 +6,8 @@ is the canary that fails the day a Ray release renames one of them. Ray versions
 where skipping costs speed only (snapshot period, actor reuse guard, lean trial state); where it
 would cost correctness, the call fails with one line that says so.
 
-Patches of Ray's classes are scoped: `tuner_patches()` applies them for one `Tuner.fit()` of
-hpctune's and undoes them afterwards, so other Tuners of the same process run unaltered.
+Patches of Ray's classes are scoped: `tuner_patches()` and `restored_search_limit()` apply them for
+one `Tuner.fit()` of hpctune's and undo them afterwards, so other Tuners of the same process run unaltered.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ TOUCHES = {
     "snapshot period": "ray.tune.execution.experiment_state._ExperimentCheckpointManager._update_auto_checkpoint_time",
     "actor reuse guard": "ray.tune.execution.tune_controller.TuneController._maybe_reuse_cached_actor",
     "trial ids": "ray.tune.experiment.Trial.generate_id (public class; replaced for our fit() only)",
+    "search cap": "ray.tune.search.search_generator.SearchGenerator._total_samples, _finished (set after its "
+                  "restore_from_dir, for our fit() only)",
     "lean trial state": "ray.tune.experiment.trial.Trial.run_metadata (_n_steps, metric_n_steps, metric_analysis)",
     "cluster membership": "ray._raylet.GcsClient.get_all_node_info, ray.core.generated.gcs_pb2.GcsNodeInfo.ALIVE",
     "cached auth settings": "ray._raylet.Config.initialize, ray._raylet.AuthenticationTokenLoader.reset_cache",
@@ -74,8 +76,28 @@ def tuner_patches(adaptive_period: bool, reuse_guard: bool,
             _patch_reuse(undo)
         yield
     finally:
-        for owner, name, original in reversed(undo):
-            setattr(owner, name, original)
+        _undo(undo)
+
+
+def _undo(undo: list[tuple[Any, str, Any]]) -> None:
+    for owner, name, original in reversed(undo):
+        setattr(owner, name, original)
+
+
+@contextlib.contextmanager
+def restored_search_limit(limit: Callable[[int, bool], tuple[int, bool]]) -> Iterator[None]:
+    """For the duration of one fit(): once Ray has restored its search algorithm from the experiment
+    snapshot, `limit(total_samples, finished)` gives the trial cap and the finished flag to go on with.
+
+    Ray 2.60's SearchGenerator keeps the cap it was built with (num_samples) and whether the searcher
+    said FINISHED in its snapshot, and Tuner.restore takes no new TuneConfig: without this a restored
+    search can never grow (`hpctune resume --max-samples`)."""
+    undo: list[tuple[Any, str, Any]] = []
+    try:
+        _patch_search_limit(undo, limit)
+        yield
+    finally:
+        _undo(undo)
 
 
 def _patch_trial_ids(undo: list, trial_ids: Callable[[], str]) -> None:
@@ -87,6 +109,27 @@ def _patch_trial_ids(undo: list, trial_ids: Callable[[], str]) -> None:
     original = inspect.getattr_static(Trial, "generate_id")
     Trial.generate_id = classmethod(lambda cls: trial_ids())
     undo.append((Trial, "generate_id", original))
+
+
+def _patch_search_limit(undo: list, limit: Callable[[int, bool], tuple[int, bool]]) -> None:
+    from ray.tune.search.search_generator import SearchGenerator
+
+    original = SearchGenerator.restore_from_dir
+
+    def restore_from_dir(self, dirpath: str) -> None:
+        original(self, dirpath)
+        _apply_search_limit(self, limit)
+
+    SearchGenerator.restore_from_dir = restore_from_dir
+    undo.append((SearchGenerator, "restore_from_dir", original))
+
+
+def _apply_search_limit(generator, limit: Callable[[int, bool], tuple[int, bool]]) -> None:
+    if not (hasattr(generator, "_total_samples") and hasattr(generator, "_finished")):
+        raise RayCompatError(f"Ray {ray_version()}: SearchGenerator._total_samples/_finished are gone; a restored "
+                             f"search cannot change its trial cap: install a Ray hpctune is tested with "
+                             f"({', '.join(TESTED_RAY)}) or start a new search")
+    generator._total_samples, generator._finished = limit(generator._total_samples, generator._finished)
 
 
 def _patch_period(undo: list) -> None:

@@ -84,6 +84,21 @@ def search_options(func):
     return func
 
 
+def grow_options(func):
+    """Options of `resume` that grow a search (hpctune.api.grow_run); kept in the run's manifest."""
+    options = [
+        click.option("--max-samples", "--iterations", "max_samples", type=int, default=None, metavar="N",
+                     help="Trials in all, the ones already created included: an interrupted or finished search "
+                          "goes on to N from what its searcher learnt; kept for later resumes."),
+        click.option("--time-budget", default=None, metavar="D-HH:MM:SS",
+                     help="Keep starting trials while a new one can still reach ASHA's first rung in this time "
+                          "(per job run); without --max-samples the budget alone decides how many."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def spec_arguments(train_args: tuple[str, ...], **options: Any) -> dict[str, Any]:
     args = parse_key_values(train_args)
     wandb = {key: options.pop(f"wandb_{key}", None) for key in ("project", "entity", "group", "mode")}

@@ -8,7 +8,7 @@ from typing import Any
 import click
 import yaml
 
-from hpctune.cli.options import search_options, spec_arguments, user_errors
+from hpctune.cli.options import grow_options, search_options, spec_arguments, user_errors
 from hpctune.errors import HpctuneError
 
 
@@ -63,18 +63,25 @@ def demo(storage: str, name: str | None, max_samples: int, epochs: int, grace_pe
 @click.argument("run_dir", type=click.Path())
 @click.option("--address", default=None, help="Address of a running Ray cluster (default: a local one).")
 @click.option("--submit", "resubmit", is_flag=True, help="Resubmit as a SLURM job with the run's own settings.")
+@grow_options
 @user_errors
-def resume(run_dir: str, address: str | None, resubmit: bool) -> None:
-    """Continue an interrupted search from its run directory."""
+def resume(run_dir: str, address: str | None, resubmit: bool, max_samples: int | None,
+           time_budget: str | None) -> None:
+    """Continue an interrupted search from its run directory; --max-samples or --time-budget grows an
+    interrupted or finished one."""
+    from hpctune.api import grow_run
     from hpctune.api import resume as resume_run
+    from hpctune.run.rundir import RunDir
 
     if resubmit:
         from hpctune.cli.slurm import resubmit
 
+        if max_samples is not None or time_budget is not None:
+            grow_run(RunDir(run_dir), max_samples=max_samples, time_budget=time_budget)  # the job reads the manifest
         resubmit(run_dir)
         return
 
-    _print_result(resume_run(run_dir, address=address))
+    _print_result(resume_run(run_dir, address=address, max_samples=max_samples, time_budget=time_budget))
 
 
 @click.command()

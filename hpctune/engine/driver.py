@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +46,12 @@ def run(run_dir: str | Path, address: str | None = None, on_connect: Callable[[]
         with _ray(address, env, trainer, spec):
             if on_connect is not None:
                 on_connect()
-            tuner = _tuner(rundir, spec, trainer, session)
+            grown = len(manifest.get("grown", []))  # growth requests (hpctune.api.grow_run)
+            tuner = _tuner(rundir, spec, trainer, session, grown)
             if spec.time_budget_s:  # per job run: counted from this session's start
                 Journaled.active.budget = TimeBudget(spec.time_budget_s, spec.grace_period, spec.final_epochs)
-            with scale.tuner_patches(trial_ids=lambda: Journaled.active.next_trial_id()):
+            with scale.tuner_patches(trial_ids=lambda: Journaled.active.next_trial_id()), \
+                    _search_limit(spec, grown):
                 tuner.fit()
             result = write_results(rundir, spec)
             if spec.final_epochs and result.search_finished:
@@ -64,6 +66,23 @@ def _start_session(rundir: RunDir, manifest: dict[str, Any]) -> int:
     sessions.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": os.uname().nodename})
     rundir.write_manifest(manifest)
     return len(sessions)
+
+
+def _search_limit(spec: RunSpec, requests: int) -> AbstractContextManager:
+    """A restored search goes on with the manifest's trial cap, and is open again (even if it had
+    ended) after a growth request it has not taken in (`hpctune resume --max-samples`, api.grow_run).
+    A run never grown needs nothing: Ray restores the cap it was built with, the manifest's."""
+    if not requests:
+        return nullcontext()
+
+    def limit(total: int, finished: bool) -> tuple[int, bool]:
+        reopened = Journaled.active.reopen(requests)
+        if reopened:
+            log.info("search grown: %d trials (Ray's snapshot had %d%s)", spec.max_samples, total,
+                     ", finished" if finished else "")
+        return spec.max_samples, finished and not reopened
+
+    return ray_compat.restored_search_limit(limit)
 
 
 @contextmanager
@@ -128,7 +147,7 @@ def _final_tuner(rundir: RunDir, spec: RunSpec, trainer, session: int, result: S
     )
 
 
-def _tuner(rundir: RunDir, spec: RunSpec, trainer, session: int):
+def _tuner(rundir: RunDir, spec: RunSpec, trainer, session: int, grown: int = 0):
     from ray import tune
 
     trainable = _trainable(rundir, spec, trainer, session, rundir.trials, spec.epochs)
@@ -152,7 +171,7 @@ def _tuner(rundir: RunDir, spec: RunSpec, trainer, session: int):
         trainable,
         tune_config=tune.TuneConfig(
             scheduler=scheduler,
-            search_alg=Journaled(searcher, rundir.suggestions, spec.baseline),
+            search_alg=Journaled(searcher, rundir.suggestions, spec.baseline, grown),
             num_samples=spec.max_samples,
             trial_dirname_creator=scale.dirname_creator(),
             reuse_actors=scale.reuse_actors(),

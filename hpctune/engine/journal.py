@@ -24,13 +24,14 @@ class Journaled(Searcher):
 
     active: Journaled | None = None  # the instance Ray drives in this process (set when built or unpickled)
 
-    def __init__(self, searcher: Searcher, path: Path, baseline: dict[str, Any] | None):
+    def __init__(self, searcher: Searcher, path: Path, baseline: dict[str, Any] | None, grown: int = 0):
         super().__init__(metric=searcher.metric, mode=searcher.mode)
         self.searcher = searcher
         self.path = Path(path)
         self.baseline = baseline or None
         self.token = uuid.uuid4().hex[:5]
         self.count = 0  # suggestions made: restored from the snapshot, so ids repeat after a crash
+        self.grown = grown  # growth requests of the manifest this state has taken in (built after them: all)
         self._entries: dict[str, dict[str, Any]] | None = None  # read from the file once per driver
         self.budget: TimeBudget | None = None  # set by the driver for each session (--time-budget)
         Journaled.active = self
@@ -38,11 +39,19 @@ class Journaled(Searcher):
     def next_trial_id(self) -> str:
         return f"{self.token}_{self.count:05d}"
 
+    def reopen(self, requests: int) -> bool:
+        """Whether the manifest holds growth requests this state has not taken in: then a search that
+        ended (its cap, or FINISHED from the time budget) is open again, once per request. Counted in
+        the snapshot, so a driver killed before its first snapshot reopens it again, and no later."""
+        pending = requests > self.grown
+        self.grown = max(self.grown, requests)
+        return pending
+
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_entries": None, "budget": None}  # the file, not a pickle, is the record
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"grown": 0, **state})  # pickles of runs written before growth existed
         Journaled.active = self  # Tuner.restore unpickles the searcher it will drive
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
@@ -78,8 +87,9 @@ class Journaled(Searcher):
 
     # Ray's SearchGenerator saves a wrapper's get_state() and the wrapped searcher's own save_to_dir().
     def get_state(self) -> dict:
-        return {"count": self.count}
+        return {"count": self.count, "grown": self.grown}
 
     def set_state(self, state: dict) -> None:
         Journaled.active = self
         self.count = int(state["count"])
+        self.grown = int(state.get("grown", 0))

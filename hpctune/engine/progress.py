@@ -375,6 +375,7 @@ class ProgressCallback(Callback):
         return {**self.__dict__, "board": None, "display": None}
 
     def setup(self, **info):
+        self.total = info.get("total_num_samples") or self.total  # a grown search (resume --max-samples)
         stream = sys.stdout
         mode = choose_mode(stream)
         if mode == "off":

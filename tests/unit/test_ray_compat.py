@@ -31,6 +31,7 @@ def _resolve(dotted: str):
     "ray._raylet.Config.initialize",
     "ray._raylet.AuthenticationTokenLoader.instance",
     "ray._private.ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER",
+    "ray.tune.search.search_generator.SearchGenerator.restore_from_dir",
 ])
 def test_private_name_exists(name):
     assert _resolve(name) is not None
@@ -63,3 +64,39 @@ def test_tuner_patches_are_scoped_and_undone():
         assert inside[0] is not before[0] and inside[1] is not before[1]
     after = (_ExperimentCheckpointManager._update_auto_checkpoint_time, TuneController._maybe_reuse_cached_actor)
     assert after == before
+
+
+def _search_generator(folder):
+    from ray.tune.search.search_generator import SearchGenerator
+
+    from hpctune.engine.journal import Journaled
+    from hpctune.engine.searchers import make_searcher
+
+    searcher = make_searcher("random", space={"lr0": {"uniform": [0.001, 0.1]}}, metric="m", max_epochs=3, seed=0,
+                             baseline=None)
+    return SearchGenerator(Journaled(searcher, folder / "suggestions.jsonl", None))
+
+
+def test_restored_search_limit_lifts_the_saved_cap_and_is_undone(tmp_path):
+    from ray.tune.search.search_generator import SearchGenerator
+
+    saved = _search_generator(tmp_path)
+    assert hasattr(saved, "_total_samples") and hasattr(saved, "_finished")
+    saved.set_state({"counter": 4, "total_samples": 4, "finished": True, "experiment": None})
+    saved.save_to_dir(str(tmp_path), "2026-01-01_00-00-00")
+    original = SearchGenerator.restore_from_dir
+    seen = []
+
+    def limit(total, finished):
+        seen.append((total, finished))
+        return total + 3, False
+
+    with ray_compat.restored_search_limit(limit):
+        grown = _search_generator(tmp_path)
+        grown.restore_from_dir(str(tmp_path))
+    assert SearchGenerator.restore_from_dir is original
+    assert seen == [(4, True)]  # what Ray restored from the snapshot
+    assert grown.total_samples == 7 and not grown.is_finished() and grown.get_state()["counter"] == 4
+    plain = _search_generator(tmp_path)
+    plain.restore_from_dir(str(tmp_path))
+    assert plain.total_samples == 4 and plain.is_finished()
