@@ -13,7 +13,8 @@ bracket, written on Ray's public `FIFOScheduler` contract so that its state is p
   scheduler contract) write the same data as JSON.
 - A non-finite score (NaN, inf) ranks below every finite one: it never survives a rung and never
   raises a cutoff.
-- Trials are ranked by `SCORE`: the task metric plus less than TIE_WEIGHT for a lower validation
+- Trials are ranked by `SCORE`, which each trial reports as the best it has reached so far
+  (hpctune.engine.trial.BestScore): the task metric plus less than TIE_WEIGHT for a lower validation
   loss. A detector trained from scratch scores exactly 0 mAP for its first epochs, so at an early
   rung every trial ties with the cutoff and plain ASHA (which stops only *below* it) stops nothing.
   Metrics are reported rounded to 6 decimals, so any real difference in the metric still decides.

@@ -124,3 +124,13 @@ def test_state_is_plain_data_and_round_trips(tmp_path):
     assert again.get_state() == scheduler.get_state()
     assert again.rungs[1] == {"a": 0.4, "b": 0.1} and again.rungs[3] == {"a": 0.5}
     assert _drive(again, [("c", 1, 0.05)]) == _drive(scheduler, [("c", 1, 0.05)])
+
+
+def test_a_trial_ranks_by_the_best_score_it_reached_and_a_diverged_one_last():
+    from hpctune.engine.trial import BestScore
+
+    rank = BestScore(METRIC, {})
+    values = [rank({METRIC: v}) for v in (0.0045, 0.0006, 0.0022, 0.005)]
+    assert values == pytest.approx([0.0045 + asha.TIE_WEIGHT] * 3 + [0.005 + asha.TIE_WEIGHT])
+    assert math.isnan(rank({METRIC: float("nan")}))  # diverged: worst now, whatever came before
+    assert rank({"val/box_loss": 1.0}) is None  # no metric in this report
