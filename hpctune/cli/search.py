@@ -110,7 +110,12 @@ def best(run_dir: str, output: str | None) -> None:
         click.echo(f"wrote {output}")
 
 
+INCOMPLETE_EXIT = 3  # the search stopped before its end (interrupted, or trials failed to start): resume it
+
+
 def _print_result(result) -> None:
+    """Print what the search found; exit INCOMPLETE_EXIT when it did not finish, so a batch script (or any
+    caller) sees it: a job whose search stopped early must not end COMPLETED."""
     done = "finished" if result.finished else "incomplete"
     click.echo(f"hpctune: search {done}; {len(result.table)} trials; results in {result.run_dir}")
     if result.best_trial is not None:
@@ -124,6 +129,14 @@ def _print_result(result) -> None:
         click.echo(f"hpctune: {result.final_line()}")
         if result.final_weights:
             click.echo(f"final weights: {result.final_weights}")
+    if not result.finished:
+        from hpctune.run.rundir import RunDir
+
+        log = RunDir(result.run_dir).log_file
+        where = f"its log: {log}" if log.exists() else "it wrote no log: see the output above"
+        click.echo(f"hpctune: the search did not finish ({where}): continue it with "
+                   f"`hpctune resume {result.run_dir}`", err=True)
+        raise SystemExit(INCOMPLETE_EXIT)
 
 
 @click.command()

@@ -49,7 +49,9 @@ def run_search(run_dir: str | Path, address: str | None = None):
     log.info("running on the %d node(s) of job %s: %s", alloc.num_nodes, alloc.job_id, shlex.join(cmd))
     code = subprocess.run(cmd).returncode
     if code != 0:
-        log.warning("srun ended with exit code %d: see %s", code, RunDir(run_dir).log_file)
+        log_file = RunDir(run_dir).log_file
+        log.warning("srun ended with exit code %d: %s", code,
+                    f"see {log_file}" if log_file.exists() else "the search never started (no log written)")
     return load_result(run_dir)
 
 
