@@ -29,7 +29,8 @@ from typing import Any
 import submitit
 
 from hpctune.engine import interrupt
-from hpctune.errors import ClusterError, HpctuneError
+from hpctune.errors import ClusterError, HpctuneError, RunDirError
+from hpctune.run.lock import holder
 from hpctune.run.rundir import RunDir
 from hpctune.run.spec import RunSpec
 from hpctune.slurm import events, queries
@@ -84,6 +85,10 @@ def run_job(run_dir: str | Path, requeue: Callable[[str], None]) -> dict[str, An
         raise ClusterError("hpctune.jobs.entry runs inside a SLURM job: submit with `hpctune submit` or sbatch")
     rundir = RunDir(run_dir)
     rundir.read_manifest()
+    busy = holder(rundir.path)
+    if busy is not None:  # a second job of this run: leave before Ray starts, the first untouched (no event)
+        raise RunDirError(f"run {rundir.path} is being driven by {busy}: this job leaves it alone; cancel that "
+                          "one first to continue the run here")
     interrupt.ignore_in_children(signal.SIGUSR2)  # the Ray processes started below inherit it
     stop = interrupt.StopRequest()
     if alloc.is_head:

@@ -14,11 +14,9 @@ be started again.
 from __future__ import annotations
 
 import base64
-import fcntl
 import html
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +26,8 @@ import yaml
 
 from hpctune.errors import RunDirError
 from hpctune.run.journal import baseline_trial
-from hpctune.run.rundir import LOCK, RunDir, atomic_write_bytes, atomic_write_text
+from hpctune.run.lock import holder
+from hpctune.run.rundir import RunDir, atomic_write_bytes, atomic_write_text
 from hpctune.run.spec import RunSpec
 
 if TYPE_CHECKING:
@@ -100,21 +99,7 @@ class RunView:
 
 def driver_active(rundir: RunDir) -> bool:
     """Whether a driver holds the run's lock now (see the module docstring)."""
-    try:
-        fd = os.open(rundir.path / LOCK, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
+    return holder(rundir.path) is not None
 
 
 def run_state(rundir: RunDir, manifest: dict[str, Any]) -> str:

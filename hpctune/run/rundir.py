@@ -16,11 +16,9 @@
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,9 +26,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from hpctune.errors import RunDirError
+from hpctune.run.lock import LOCK, hold  # noqa: F401  (LOCK: the lock file's name)
 
 MANIFEST = "manifest.json"
-LOCK = ".lock"
 FORMAT = 2  # 2: configurations suggested as the search goes (suggestions.jsonl); 1: sampled into the manifest
 
 
@@ -199,18 +197,5 @@ class RunDir:
     @contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the run: a second driver of the same run gets a clear error instead of a corrupted run."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-                raise RunDirError(
-                    f"run {self.path} is being driven by {holder}: wait for it to finish or stop it first"
-                ) from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        with hold(self.path):
             yield
-        finally:
-            os.close(fd)  # closing releases the lock
