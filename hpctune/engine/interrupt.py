@@ -7,7 +7,9 @@ trials, which keep every epoch they checkpointed. Before that loop runs (cluster
 restore) the stop is held: the caller checks `pending()` at safe points and leaves, and a watcher
 hands the signal to Tune the moment Tune listens. The handler never raises: an exception thrown
 from a signal handler into C++ code on the stack (torch's import, Ray's core) aborts the process.
-Later signals are ignored: the stop that is under way must not be cut short.
+Later signals are ignored: the stop that is under way must not be cut short. A stop that runs past
+`deadline_s` (a callback that hangs, a slow last snapshot) calls `on_overrun` from a watchdog thread,
+so that whatever must happen before the time limit (the requeue) still happens in time.
 
 `ray.init()` replaces the SIGTERM handler with its own, so the driver installs this again once
 connected (search.run's `on_connect`, which is `StopRequest.connected`). Knows nothing of SLURM.
@@ -20,6 +22,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 
 log = logging.getLogger(__name__)
@@ -43,9 +46,23 @@ def _tune_listens() -> bool:
 class StopRequest:
     """Remembers the first stop signal and turns it into a graceful end of the search."""
 
-    def __init__(self, signals: tuple[int, ...] = STOP_SIGNALS):
+    def __init__(self, signals: tuple[int, ...] = STOP_SIGNALS, deadline_s: float | None = None,
+                 on_overrun: Callable[[int], None] | None = None):
         self.signals = signals
         self.signum: int | None = None
+        self.deadline_s, self.on_overrun = deadline_s, on_overrun
+        self._ended = threading.Event()
+
+    def ended(self) -> None:
+        """The stop (or the search) is over: the watchdog has nothing left to do."""
+        self._ended.set()
+
+    def _watch(self, signum: int) -> None:
+        if self._ended.wait(self.deadline_s):
+            return
+        log.warning("the stop is still running %.0f s after %s (a hanging callback?): acting now, before the "
+                    "time limit", self.deadline_s, signal.Signals(signum).name)
+        self.on_overrun(signum)
 
     @property
     def name(self) -> str | None:
@@ -75,6 +92,8 @@ class StopRequest:
         if self.signum is not None:
             return
         self.signum = signum
+        if self.deadline_s is not None and self.on_overrun is not None:
+            threading.Thread(target=self._watch, args=(signum,), name="hpctune-stop-deadline", daemon=True).start()
         if _tune_listens():
             log.warning("%s: stopping the search (experiment state saved, trials keep their epochs)", self.name)
             signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, frame)

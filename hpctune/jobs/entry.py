@@ -21,6 +21,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +44,25 @@ CLUSTER_DIR = "cluster"  # RUN_DIR/cluster: where the nodes of each job meet (ra
 # Slurm sends --signal up to 60 s early (sbatch(1); 0-30 s measured here): a stop this close to the
 # time limit is a timeout, not a preemption.
 TIMEOUT_MARGIN_S = 90
+REQUEUE_ROOM_S = 20  # what the requeue itself needs before the time limit (scontrol, submitit's bookkeeping)
+MIN_STOP_DEADLINE_S = 5.0
+
+
+def stop_deadline_s(signal_delay_s: float) -> float:
+    """How long a graceful stop may run before the requeue is issued anyway: the signal's lead on the
+    time limit, less room for the requeue itself."""
+    return max(MIN_STOP_DEADLINE_S, signal_delay_s - REQUEUE_ROOM_S)
+
+
+def once(action: Callable[[str], None]) -> Callable[[str], None]:
+    """`action` runs at most once: the stop's watchdog and the normal path may both ask for the requeue."""
+    done = threading.Lock()
+
+    def run(reason: str) -> None:
+        if done.acquire(blocking=False):
+            action(reason)
+
+    return run
 
 
 def cluster_settings(rundir: RunDir) -> tuple[RunSpec, ClusterSettings]:
@@ -90,7 +110,17 @@ def run_job(run_dir: str | Path, requeue: Callable[[str], None]) -> dict[str, An
         raise RunDirError(f"run {rundir.path} is being driven by {busy}: this job leaves it alone; cancel that "
                           "one first to continue the run here")
     interrupt.ignore_in_children(signal.SIGUSR2)  # the Ray processes started below inherit it
-    stop = interrupt.StopRequest()
+    requeue = once(requeue)
+    _, settings = _settings_or_default(rundir)
+
+    def overrun(signum: int) -> None:
+        reason = interruption_reason(rundir, alloc, signum)
+        if reason in {"preempted", "timeout"}:
+            events.record(rundir.path, "stop_overrun", job=alloc.job_id, restart=alloc.restart_count,
+                          reason=reason, deadline_s=stop.deadline_s)
+            requeue(reason)
+
+    stop = interrupt.StopRequest(deadline_s=stop_deadline_s(settings.signal_delay_s), on_overrun=overrun)
     if alloc.is_head:
         stop.install((signal.SIGTERM,))  # TERM during bring-up; USR2 once Ray's processes exist
         _remove_stale_tokens(rundir, alloc.job_id)
@@ -108,6 +138,7 @@ def run_job(run_dir: str | Path, requeue: Callable[[str], None]) -> dict[str, An
     except interrupt.JobInterrupted:
         pass
     except HpctuneError as exc:
+        stop.ended()  # failed, not stopping: nothing for the watchdog to requeue
         if alloc.is_head:
             events.record(rundir.path, "failed", job=alloc.job_id, restart=alloc.restart_count, error=str(exc))
             raise
@@ -116,13 +147,17 @@ def run_job(run_dir: str | Path, requeue: Callable[[str], None]) -> dict[str, An
         log.warning("ray worker on %s stopped: %s", alloc.hostname, exc)
         return None
     except Exception as exc:
+        stop.ended()
         if alloc.is_head:
             events.record(rundir.path, "failed", job=alloc.job_id, restart=alloc.restart_count,
                           error=f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         raise
     if not alloc.is_head:
         return None
-    return _after_search(rundir, alloc, stop, result, requeue)
+    try:
+        return _after_search(rundir, alloc, stop, result, requeue)
+    finally:
+        stop.ended()
 
 
 def _remove_stale_tokens(rundir: RunDir, job_id: str) -> None:

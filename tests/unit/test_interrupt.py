@@ -1,0 +1,67 @@
+"""The stop's deadline (hpctune.engine.interrupt.StopRequest) and the requeue guard (hpctune.jobs.entry)."""
+
+import os
+import signal
+import threading
+import time
+
+from hpctune.engine.interrupt import StopRequest
+from hpctune.jobs.entry import MIN_STOP_DEADLINE_S, once, stop_deadline_s
+
+
+def _stop_with_deadline(deadline_s):
+    """A StopRequest on USR2 with Ray Tune's stop handler (SIGUSR1) stood in for by a no-op."""
+    fired = []
+    stop = StopRequest(signals=(signal.SIGUSR2,), deadline_s=deadline_s, on_overrun=fired.append)
+    previous = signal.getsignal(signal.SIGUSR2), signal.getsignal(signal.SIGUSR1)
+    signal.signal(signal.SIGUSR1, lambda *_: None)
+    stop.install()
+    return stop, fired, previous
+
+
+def _restore(previous):
+    signal.signal(signal.SIGUSR2, previous[0])
+    signal.signal(signal.SIGUSR1, previous[1])
+
+
+def test_a_stop_that_hangs_past_its_deadline_acts_anyway():
+    stop, fired, previous = _stop_with_deadline(0.2)
+    try:
+        os.kill(os.getpid(), signal.SIGUSR2)  # the search "hangs": ended() never comes
+        deadline = time.monotonic() + 5
+        while not fired and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert fired == [signal.SIGUSR2]
+        os.kill(os.getpid(), signal.SIGUSR2)  # a later signal starts no second watchdog
+        time.sleep(0.4)
+        assert fired == [signal.SIGUSR2]
+    finally:
+        _restore(previous)
+
+
+def test_a_stop_that_ends_in_time_leaves_the_watchdog_idle():
+    stop, fired, previous = _stop_with_deadline(0.3)
+    try:
+        os.kill(os.getpid(), signal.SIGUSR2)
+        stop.ended()
+        time.sleep(0.5)
+        assert fired == []
+    finally:
+        _restore(previous)
+
+
+def test_the_deadline_leaves_room_for_the_requeue_before_the_time_limit():
+    assert stop_deadline_s(90) == 70
+    assert stop_deadline_s(10) == MIN_STOP_DEADLINE_S
+
+
+def test_the_requeue_runs_once_whoever_asks_first():
+    calls = []
+    requeue = once(calls.append)
+    threads = [threading.Thread(target=requeue, args=(f"r{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    requeue("late")
+    assert len(calls) == 1
