@@ -150,3 +150,44 @@ def test_time_limit_requeues_until_the_search_is_done(env, shared_tmp):
     assert_at_most_the_epoch_in_flight_lost(run_dir)
     assert_in_flight_matches_records(run_dir)
     print(f"timeouts: {len(stops)}; runs: {[r['State'] for r in runs]}")
+
+
+def _final_records(run_dir: Path) -> dict[str, list[dict]]:
+    return read_records(run_dir / "final")  # final/trials/<id>/epochs.jsonl
+
+
+def test_preempted_during_the_final_training_resumes_it_without_retraining(env, shared_tmp, tiny_data):
+    """A 2-node search with --final-epochs, preempted once while the winner trains at full length: the
+    requeued job goes on with the final training where it stopped; its weights and metric land in the
+    run directory, `hpctune best` and the report."""
+    final_epochs = 20  # tiny-data epochs take about a second: room for the preemption to land mid-way
+    job, run_dir = _submit(env, shared_tmp, tiny_data, "final-preempted", "epochs=2", "--max-samples", "2",
+                           "--grace-period", "1", "--nodes", "2", "--final-epochs", str(final_epochs),
+                           "--time", "0-00:30:00")
+    start = wait_for(lambda: _started(run_dir, 0), 300, "the job's start")
+
+    def mid_final():
+        return any(1 <= len([r for r in rs if not r.get("final")]) <= final_epochs - 12
+                   for rs in _final_records(run_dir).values())
+    wait_for(mid_final, 600, "the final training mid-way")
+    _preempt(env, start["nodes"][0], 30)
+    wait_for(lambda: _started(run_dir, 1), 300, "the restart after the preemption")
+    runs = wait_job_done(env, job, 600, run_dir)
+    assert runs[-1]["State"] == "COMPLETED" and len(runs) == 2, (runs, job_logs(run_dir, job))
+
+    (trial, records), = _final_records(run_dir).items()
+    trained = [r["epoch"] for r in records if not r.get("final")]
+    assert trained == list(range(1, final_epochs + 1)), f"final training epochs {trained}: one retrained or skipped"
+    assert {r["session"] for r in records if not r.get("final")} == {1, 2}, "it did not continue across the stop"
+    assert records[-1].get("final")
+    info = assert_completed_search(run_dir, 2)
+    assert info["final"][0]["state"] == "completed" and Path(info["final_weights"]).is_file(), info
+    stops = [e for e in events(run_dir) if e["event"] == "interrupted"]
+    assert [(e["reason"], e["requeue"]) for e in stops] == [("preempted", True)], stops
+
+    best = hpctune("best", str(run_dir), env=env)
+    assert best.returncode == 0 and f"final training ({final_epochs} epochs)" in best.stdout, best.stdout
+    report = hpctune("report", str(run_dir), env=env)
+    assert report.returncode == 0, report.stderr
+    page = (run_dir / "report" / "index.html").read_text()
+    assert f"final training (trial {trial}), {final_epochs} epochs" in page
