@@ -23,6 +23,7 @@ from hpctune.engine.journal import Journaled
 from hpctune.run.results import SearchResult, write_results
 from hpctune.run.rundir import RunDir, check_format
 from hpctune.run.spec import Resources, RunSpec
+from hpctune.run.warmstart import prior_trials
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,9 @@ def _tuner(rundir: RunDir, spec: RunSpec, trainer, session: int, grown: int = 0)
         baseline=spec.baseline or None, starts=spec.starts,
         max_trials=spec.max_samples,
     )
+    if spec.warm_start:  # a new search only: a restored searcher has these trials in its state
+        learned = searcher.learn(prior_trials(Path(spec.warm_start), spec.metric))
+        log.info("warm start: the searcher learned from %d trials of %s", learned, spec.warm_start)
     log.info("search: %s, %d trials%s%s", spec.search_alg, spec.max_samples,
              ", the first one the baseline (defaults + your arguments)" if spec.baseline else "",
              ", the next at Ultralytics' documented defaults (where its Tuner starts)" if spec.starts else "")

@@ -112,12 +112,31 @@ class SpaceSearcher(Searcher):
 
     def suggest(self, trial_id: str) -> dict[str, Any]:
         fixed = ([self.anchor] if self.anchor is not None else []) + self.starts
-        index = len(self.trials)
+        index = sum(1 for trial in self.trials.values() if not trial.get("prior"))
         return self._add(trial_id, self._propose(trial_id, fixed[index] if index < len(fixed) else None))
 
     def adopt(self, trial_id: str, config: dict[str, Any]) -> dict[str, Any]:
         """Take `config`, suggested before (e.g. replayed from a journal), as the suggestion for trial_id."""
         return self._add(trial_id, self._propose(trial_id, {key: config[key] for key in self.searched}))
+
+    def learn(self, priors: list[dict[str, Any]]) -> int:
+        """Take the trials of an earlier search (`{"config", "results": {epoch: value}}`, see
+        hpctune.run.warmstart) as known results before the first suggestion: a warm start. A trial whose
+        values lie outside this space is left out; one that reached max_epochs counts as complete, any other
+        as stopped at the epoch it reached. Returns how many were taken."""
+        taken = 0
+        for prior in priors:
+            values = {key: prior["config"].get(key, _MISSING) for key in self.searched}
+            if not prior["results"] or not all(_inside(*self.searched[k], v) for k, v in values.items()):
+                continue
+            trial_id = f"prior_{taken:05d}"
+            results = {int(epoch): value for epoch, value in prior["results"].items()}
+            config = {key: values[key] if key in self.searched else value for key, value in self.space.items()}
+            self.trials[trial_id] = {"config": config, "results": results, "prior": True,
+                                     "outcome": "complete" if max(results) >= self.max_epochs else "pruned"}
+            self._on_learned(trial_id, self.trials[trial_id])
+            taken += 1
+        return taken
 
     def _add(self, trial_id: str, values: dict[str, Any]) -> dict[str, Any]:
         config = {key: values[key] if key in self.searched else value for key, value in self.space.items()}
@@ -188,6 +207,9 @@ class SpaceSearcher(Searcher):
 
     def _on_complete(self, trial_id: str, trial: dict[str, Any]) -> None:
         pass
+
+    def _on_learned(self, trial_id: str, trial: dict[str, Any]) -> None:
+        """A trial of an earlier search, ended, taken as known (learn)."""
 
     def _live(self, trial_id: str) -> dict[str, Any] | None:
         """The record of a trial still running, or None (with a log line) for one unknown or finished."""
@@ -298,6 +320,18 @@ class TPESearcher(SpaceSearcher):
     def _on_complete(self, trial_id, trial):
         if trial_id in self.live:
             self._tell(self.live.pop(trial_id), trial)
+
+    def _on_learned(self, trial_id, trial):
+        from optuna.samplers import RandomSampler
+
+        sampler, self.study.sampler = self.study.sampler, RandomSampler(seed=0)  # every parameter is fixed
+        self.study.enqueue_trial({key: trial["config"][key] for key in self.searched})
+        optuna_trial = self.study.ask(self.distributions)
+        self.study.sampler = sampler
+        self.numbers[trial_id] = optuna_trial.number
+        for epoch, value in sorted(trial["results"].items()):
+            optuna_trial.report(_worst_if_none(value), step=epoch)
+        self._tell(optuna_trial, trial)
 
     def _tell(self, optuna_trial, trial):
         from optuna.trial import TrialState
@@ -515,6 +549,16 @@ def _optuna_distribution(key: str, kind: str, args: list):
         return CategoricalDistribution(args)
     except (TypeError, ValueError) as exc:
         raise SpecError(f"space: '{key}' choice values must be numbers, strings, booleans or null for tpe") from exc
+
+
+def _inside(kind: str, args: list, value: Any) -> bool:
+    """Whether `value` is one this space's `kind` over `args` can hold (a warm start's values may not be)."""
+    if kind == "choice":
+        return value in args
+    if not _is_number(value) or not math.isfinite(value):
+        return False
+    high = args[1] - 1 if kind == "randint" else args[1]  # randint's upper bound is exclusive
+    return args[0] <= value <= high
 
 
 def _in_distribution(distribution, value: Any) -> bool:

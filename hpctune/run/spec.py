@@ -36,6 +36,7 @@ class RunSpec:
     time_budget_s: float = 0.0  # > 0: start trials while one can still reach the first rung in this time
     final_epochs: int = 0  # > 0: after the search, train the best configuration(s) this long
     final_top_k: int = 1
+    warm_start: str = ""  # a run directory whose trials the searcher learns from before its first suggestion
 
     @property
     def run_dir(self) -> Path:

@@ -17,6 +17,7 @@ from typing import Any
 
 from hpctune.errors import SpecError
 from hpctune.run.spec import Resources, RunSpec
+from hpctune.run.warmstart import check_source
 from hpctune.slurm.timelimit import parse_time
 from hpctune.yolo import space as spaces
 from hpctune.yolo.data import resolve_data, resolve_model
@@ -63,6 +64,7 @@ def build_spec(
     final_epochs: int = 0,
     final_top_k: int = 1,
     time_budget: str | None = None,
+    warm_start: str | Path | None = None,
 ) -> RunSpec:
     """Validate the arguments of a new search and resolve them into a RunSpec. Writes nothing.
     `iterations` is Ultralytics' name for the number of trials (max_samples)."""
@@ -143,6 +145,7 @@ def build_spec(
     # auto's fitted rate): that point runs second, so the search also starts where that tuner does.
     tuner_start = spaces.baseline_config(search_space, {}) if baseline_values and baseline else {}
     starts = [tuner_start] if tuner_start and tuner_start != baseline else []
+    warm = check_source(warm_start, spaces.searched_keys(search_space), metric) if warm_start else None
     storage = _check_storage(storage)
     name = name or time.strftime("tune-%Y%m%d-%H%M%S")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}", str(name)):
@@ -163,6 +166,7 @@ def build_spec(
         storage=storage, space=search_space, train_args=train_args, data_config=data_config,
         wandb=_check_wandb(wandb, name), search_alg=search_alg, baseline=baseline, starts=starts,
         final_epochs=final_epochs, final_top_k=final_top_k, time_budget_s=time_budget_s,
+        warm_start=str(warm) if warm else "",
     )
 
 
