@@ -54,6 +54,7 @@ CASES = {
     "unknown space name": (["--space", "yolov5"], "space file yolov5 not found"),
     "epochs given twice": (["--epochs", "20", "epochs=50"], "epochs given twice (20 and epochs=50)"),
     "final top-k above trials": (["--max-samples", "2", "--final-top-k", "3"], "final_top_k 3 is more than the 2"),
+    "warm start from no run": (["--warm-start", "{w}/nope"], "--warm-start: run directory {w}/nope does not exist"),
 }
 
 
