@@ -11,7 +11,7 @@ import yaml
 from hpctune.cli.options import search_options, spec_arguments, user_errors
 
 CLUSTER_KEYS = ("nodes", "gpus_per_node", "gpu_type", "cpus_per_node", "mem", "partition", "account", "qos", "time",
-                "constraint", "exclusive", "setup", "sbatch_args", "max_requeues", "signal_delay", "profile")
+                "constraint", "exclusive", "setup", "python", "sbatch_args", "max_requeues", "signal_delay", "profile")
 
 
 def cluster_options(func):
@@ -40,6 +40,10 @@ def cluster_options(func):
                      help="Whole nodes for this job, all their CPUs (--no-exclusive overrides a profile)."),
         click.option("--setup", multiple=True, metavar="LINE",
                      help="Shell line run on every node before Python, e.g. 'module load cuda/12' (repeatable)."),
+        click.option("--python", default=None, metavar="CMD", envvar="HPCTUNE_PYTHON",
+                     help="The job's Python: a path, or a command found on the node after the setup lines, e.g. "
+                          "python after --setup 'source /project/me/venv/bin/activate' (default: the Python "
+                          "running hpctune here). Checked to import hpctune on the first node before the search."),
         click.option("--sbatch-arg", "sbatch_args", multiple=True, metavar="KEY=VALUE",
                      help="Any other sbatch option, e.g. mail-type=END (repeatable)."),
         click.option("--max-requeues", type=int, default=None,
@@ -98,7 +102,8 @@ def submit(train_args: tuple[str, ...], dry_run: bool, **options: Any) -> None:
 
     spec, settings = _slurm_spec(train_args, options, dry_run)
     if dry_run:
-        script = render_submitit(settings, jobs.job_name(spec), spec.run_dir / SLURM_DIR, jobs.python_command())
+        script = render_submitit(settings, jobs.job_name(spec), spec.run_dir / SLURM_DIR,
+                                 jobs.python_command(settings.python))
         click.echo(script.rstrip("\n"))
         click.echo("# ---- hpctune: resolved spec (--dry-run: nothing submitted, nothing written) ----")
         click.echo(yaml.safe_dump(spec.to_dict(), sort_keys=True).rstrip("\n"))
@@ -132,7 +137,7 @@ def sbatch_script(train_args: tuple[str, ...], dry_run: bool, **options: Any) ->
     from hpctune.slurm.sbatch import render_standalone
 
     spec, settings = _slurm_spec(train_args, options, dry_run)
-    script = render_standalone(settings, jobs.job_name(spec), spec.run_dir, jobs.python_command())
+    script = render_standalone(settings, jobs.job_name(spec), spec.run_dir, jobs.python_command(settings.python))
     if dry_run:
         click.echo(script, nl=False)
         click.echo("hpctune: --dry-run: no run directory created", err=True)

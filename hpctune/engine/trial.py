@@ -149,6 +149,7 @@ def run_trial(
         return
     done = history[-1]["epoch"] if history else 0
     session = {"session": settings["session"], "node": os.uname().nodename, "pid": os.getpid(),
+               "python": sys.executable,  # the interpreter that trained: --python and the setup lines at work
                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}  # the GPUs Ray gave this trial
 
     def epoch_done(epoch: int, metrics: dict[str, float], extra: dict[str, Any] | None = None) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +13,7 @@ from hpctune.jobs.entry import SearchJob, cluster_settings
 from hpctune.run.rundir import RunDir
 from hpctune.run.spec import RunSpec
 from hpctune.slurm import events, queries
-from hpctune.slurm.sbatch import node_command, submitit_parameters
+from hpctune.slurm.sbatch import node_command, python_command, submitit_parameters
 from hpctune.slurm.settings import ClusterSettings
 
 log = logging.getLogger(__name__)
@@ -25,17 +23,15 @@ def job_name(spec: RunSpec) -> str:
     return f"hpctune-{spec.name}"
 
 
-def python_command() -> str:
-    return shlex.quote(sys.executable)
-
-
 def make_executor(rundir: RunDir, spec: RunSpec, settings: ClusterSettings) -> submitit.SlurmExecutor:
-    """submitit's executor for this run: logs and pickles in RUN_DIR/slurm, on shared storage."""
+    """submitit's executor for this run: logs and pickles in RUN_DIR/slurm, on shared storage. Its
+    `python` runs on each node after the setup lines; its `setup` lines hold the preflight."""
+    python = python_command(settings.python)
     executor = submitit.SlurmExecutor(
         folder=rundir.path / events.SLURM_DIR, max_num_timeout=settings.max_requeues,
-        python=node_command(settings.setup, python_command()),
+        python=node_command(settings.setup, python),
     )
-    executor.update_parameters(**submitit_parameters(settings, job_name(spec)))
+    executor.update_parameters(**submitit_parameters(settings, job_name(spec), python))
     return executor
 
 

@@ -42,10 +42,10 @@ _CONFLICT_WORDS = ("address already in use", "no address added", "failed to bind
                    "errno 98")
 
 
-def ray_executable() -> str:
-    """The ``ray`` script of the running interpreter's environment (not whatever is on PATH)."""
-    here = Path(sys.executable).parent / "ray"
-    return str(here) if here.exists() else (shutil.which("ray") or "ray")
+def ray_command() -> list[str]:
+    """Ray's command line under the running interpreter: an environment may have no ``ray`` script beside
+    it (a venv made by hand, a container), and one found on PATH may belong to another environment."""
+    return [sys.executable, "-m", "ray.scripts.scripts"]
 
 
 def write_private(path: Path, text: str) -> None:
@@ -219,7 +219,7 @@ class RayNodeProcess:
             if self.gate:  # this file as a script: import Ray now, start when the head is ready
                 cmd = [sys.executable, "-u", __file__, "--gate", *self.gate, "--"]
             else:
-                cmd = [ray_executable()]
+                cmd = ray_command()
             self.proc = subprocess.Popen(
                 [*cmd, "start", "--block", *self.args],
                 env=self.env,

@@ -14,7 +14,8 @@ The profile used and the files it came from are always logged.
       juwels:
         partition: booster
         account: myproject
-        setup: ["module load CUDA/12"]
+        setup: ["module load CUDA/12", "source /project/me/venv/bin/activate"]
+        python: python         # the job's Python, found on PATH after the setup lines
 
 `hpctune profiles --example` prints an example with every key. Command-line options win over a profile.
 """
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 PROJECT_FILE = "hpctune-profiles.yaml"
 KEYS = {
     "partition", "account", "qos", "nodes", "gpus_per_node", "gpu_type", "cpus_per_node", "mem", "time", "constraint",
-    "exclusive", "setup", "sbatch_args", "max_requeues", "signal_delay",
+    "exclusive", "setup", "python", "sbatch_args", "max_requeues", "signal_delay",
 }
 
 

@@ -1,7 +1,7 @@
 """The SLURM settings of a run: what `hpctune submit` asks for, stored in RunSpec.cluster.
 
 `resolve(options)` merges a profile with the command line and checks what needs no cluster
-(numbers, --time, --mem, --gpu-type, --sbatch-arg); `check_with_cluster(settings)` then asks Slurm
+(numbers, --time, --mem, --gpu-type, --python, --sbatch-arg); `check_with_cluster(settings)` then asks Slurm
 (sbatch on PATH, the partition, its nodes, CPUs, memory, GPUs and time limits) and fills the defaults
 it decides (GPUs, CPUs and memory per node, time limit: see limits.py). Both raise HpctuneError
 subclasses and write nothing; `assume_without_cluster` fills the same defaults for a dry run where
@@ -36,6 +36,9 @@ MANAGED_SBATCH = {
 }
 _OWN_OPTIONS = {"nodes", "time", "partition", "account", "qos", "mem", "constraint", "exclusive"}
 _GPU_OPTIONS = {"gres", "gpus", "gpus-per-node"}
+# An interpreter is a path or a command name: no spaces or shell syntax, so it is one word in every script.
+_PYTHON = re.compile(r"[\w./+@:,-]+")
+_PYTHON_MAX = 512
 _GPU_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a Slurm GRES type: a100, a100_3g.20gb, h100-80gb
 # Storage a node sees alone: a run directory there is invisible to the other nodes.
 NODE_LOCAL = ("/tmp", "/var/tmp", "/dev/shm", "/run/user")
@@ -55,6 +58,7 @@ class ClusterSettings:
     constraint: str | None = None
     exclusive: bool = False
     setup: list[str] = field(default_factory=list)  # shell lines run on every node before Python
+    python: str | None = None  # the job's interpreter, found on the node after the setup lines; None: this one's
     sbatch_args: dict[str, str] = field(default_factory=dict)
     max_requeues: int = DEFAULT_MAX_REQUEUES
     signal_delay_s: int = DEFAULT_SIGNAL_DELAY_S
@@ -105,6 +109,7 @@ def resolve(options: dict[str, Any]) -> ClusterSettings:
         constraint=_one_line("--constraint", merged.get("constraint")),
         exclusive=_flag("--exclusive", merged.get("exclusive", False)),
         setup=setup,
+        python=_python(merged.get("python")),
         sbatch_args=sbatch_args,
         max_requeues=_whole("--max-requeues", merged.get("max_requeues", DEFAULT_MAX_REQUEUES), 0),
         signal_delay_s=_whole("--signal-delay", merged.get("signal_delay", DEFAULT_SIGNAL_DELAY_S), 10),
@@ -256,6 +261,25 @@ def _lines(value: Any) -> list[str]:
         if not isinstance(line, str) or any(ord(c) < 32 and c != "\t" for c in line) or not line.strip():
             raise SpecError(f"setup line {line!r} must be one non-empty shell line, e.g. --setup 'module load cuda'")
     return [line.strip() for line in lines]
+
+
+def _python(value: Any) -> str | None:
+    """--python: a path (made absolute here: the job may start in another folder) or a command name
+    that PATH finds on the node once the setup lines ran (`python` after `source .../activate`)."""
+    if value is None or value == "":
+        return None
+    raw = str(value)
+    fix = ("give a path or a command name, e.g. --python /project/me/venv/bin/python, or --python python "
+           "after --setup 'source /project/me/venv/bin/activate'")
+    if len(raw) > _PYTHON_MAX or any(ord(c) < 32 or ord(c) == 127 for c in raw):
+        raise SpecError(f"--python {raw[:40]!r} must be one printable line of at most {_PYTHON_MAX} characters: {fix}")
+    text = os.path.abspath(os.path.expanduser(raw)) if "/" in raw or raw.startswith("~") else raw
+    for word in (raw.removeprefix("~"), text):
+        if not _PYTHON.fullmatch(word) or word.startswith("-") or not word.strip("."):
+            shown = raw if word != text else text
+            raise SpecError(f"--python {shown[:60]!r} is not a path or a command name (letters, digits and "
+                            f"_ . / + - @ : , only; no spaces or shell syntax): {fix}")
+    return text
 
 
 def _sbatch_args(value: Any) -> dict[str, str]:
