@@ -11,7 +11,8 @@ import yaml
 from hpctune.cli.options import search_options, spec_arguments, user_errors
 
 CLUSTER_KEYS = ("nodes", "gpus_per_node", "gpu_type", "cpus_per_node", "mem", "partition", "account", "qos", "time",
-                "constraint", "exclusive", "setup", "python", "sbatch_args", "max_requeues", "signal_delay", "profile")
+                "constraint", "exclusive", "setup", "python", "container", "container_runtime", "binds", "sbatch_args",
+                "max_requeues", "signal_delay", "profile")
 
 
 def cluster_options(func):
@@ -43,7 +44,18 @@ def cluster_options(func):
         click.option("--python", default=None, metavar="CMD", envvar="HPCTUNE_PYTHON",
                      help="The job's Python: a path, or a command found on the node after the setup lines, e.g. "
                           "python after --setup 'source /project/me/venv/bin/activate' (default: the Python "
-                          "running hpctune here). Checked to import hpctune on the first node before the search."),
+                          "running hpctune here; python3 with --container). Checked to import hpctune on the "
+                          "first node before the search."),
+        click.option("--container", default=None, metavar="IMAGE", envvar="HPCTUNE_CONTAINER",
+                     help="Run every node's Python in this Apptainer/Singularity image: a .sif file on shared "
+                          "storage, or a docker://, oras:// or library:// URI. The image must contain hpctune. "
+                          "GPUs (--nv), the run's storage folder, the dataset, the model file's folder and the "
+                          "node's $TMPDIR are bound; the setup lines run on the host first."),
+        click.option("--container-runtime", default=None, metavar="apptainer|singularity",
+                     envvar="HPCTUNE_CONTAINER_RUNTIME",
+                     help="The command that runs --container: apptainer (default) or singularity."),
+        click.option("--bind", "binds", multiple=True, metavar="SRC[:DST[:ro]]",
+                     help="Another folder to bind into --container, as Apptainer's --bind takes it (repeatable)."),
         click.option("--sbatch-arg", "sbatch_args", multiple=True, metavar="KEY=VALUE",
                      help="Any other sbatch option, e.g. mail-type=END (repeatable)."),
         click.option("--max-requeues", type=int, default=None,
@@ -61,8 +73,15 @@ def cluster_options(func):
 def _slurm_spec(train_args: tuple[str, ...], options: dict[str, Any], dry_run: bool = False):
     """Validate everything (settings, partition, storage, search spec); write nothing. A dry run
     where Slurm is not installed (a laptop, CI) skips the checks against the cluster, with a notice."""
+    from hpctune.jobs.submit import node_paths
     from hpctune.run.spec import Resources
-    from hpctune.slurm.settings import assume_without_cluster, check_storage, check_with_cluster, resolve
+    from hpctune.slurm.settings import (
+        assume_without_cluster,
+        check_container_image,
+        check_storage,
+        check_with_cluster,
+        resolve,
+    )
     from hpctune.yolo.arguments import build_spec
 
     settings = resolve({key: options.pop(key) for key in CLUSTER_KEYS})
@@ -70,19 +89,23 @@ def _slurm_spec(train_args: tuple[str, ...], options: dict[str, Any], dry_run: b
     check_storage(arguments["storage"])
     if dry_run and not (shutil.which("sbatch") and shutil.which("sinfo")):
         settings, assumed = assume_without_cluster(settings)
-        click.echo(_no_slurm_notice(assumed), err=True)
+        click.echo(_no_slurm_notice(assumed, settings.container), err=True)
     else:
         settings = check_with_cluster(settings)
+        check_container_image(settings)
     # gpu_per_trial and cpus_per_trial are checked against the job's nodes, not this login node
     resources = Resources(cpus=settings.cpus_per_node, gpus=settings.gpus_per_node)
     spec = build_spec(**arguments, resources=resources)
     spec.cluster = settings.to_dict()
+    if settings.container:
+        node_paths(spec)  # every folder the nodes need can be bound (before anything is written)
     return spec, settings
 
 
-def _no_slurm_notice(assumed: list[str]) -> str:
+def _no_slurm_notice(assumed: list[str], container: str | None = None) -> str:
     """One line: what a dry run without Slurm could not check, and what its preview assumes."""
-    line = "hpctune: Slurm is not installed here: partition, limit and node-size checks skipped (--dry-run)"
+    checks = "partition, limit, node-size and container image" if container else "partition, limit and node-size"
+    line = f"hpctune: Slurm is not installed here: {checks} checks skipped (--dry-run)"
     return f"{line}; not given, so the preview assumes {', '.join(assumed)}" if assumed else line
 
 
@@ -103,7 +126,7 @@ def submit(train_args: tuple[str, ...], dry_run: bool, **options: Any) -> None:
     spec, settings = _slurm_spec(train_args, options, dry_run)
     if dry_run:
         script = render_submitit(settings, jobs.job_name(spec), spec.run_dir / SLURM_DIR,
-                                 jobs.python_command(settings.python))
+                                 jobs.python_command(settings.python, settings.container), _run_paths(spec, settings))
         click.echo(script.rstrip("\n"))
         click.echo("# ---- hpctune: resolved spec (--dry-run: nothing submitted, nothing written) ----")
         click.echo(yaml.safe_dump(spec.to_dict(), sort_keys=True).rstrip("\n"))
@@ -115,6 +138,13 @@ def submit(train_args: tuple[str, ...], dry_run: bool, **options: Any) -> None:
         shutil.rmtree(rundir.path, ignore_errors=True)  # nothing runs it: leave nothing behind
         raise
     _submitted(job, rundir.path)
+
+
+def _run_paths(spec, settings) -> list[str]:
+    """The run's folders to bind into a container (none without one)."""
+    from hpctune.jobs.submit import node_paths
+
+    return node_paths(spec) if settings.container else []
 
 
 def _submitted(job: str, run_dir) -> None:
@@ -137,7 +167,9 @@ def sbatch_script(train_args: tuple[str, ...], dry_run: bool, **options: Any) ->
     from hpctune.slurm.sbatch import render_standalone
 
     spec, settings = _slurm_spec(train_args, options, dry_run)
-    script = render_standalone(settings, jobs.job_name(spec), spec.run_dir, jobs.python_command(settings.python))
+    script = render_standalone(settings, jobs.job_name(spec), spec.run_dir,
+                               jobs.python_command(settings.python, settings.container),
+                               run_paths=_run_paths(spec, settings))
     if dry_run:
         click.echo(script, nl=False)
         click.echo("hpctune: --dry-run: no run directory created", err=True)

@@ -13,8 +13,8 @@ from hpctune.jobs.entry import SearchJob, cluster_settings
 from hpctune.run.rundir import RunDir
 from hpctune.run.spec import RunSpec
 from hpctune.slurm import events, queries
-from hpctune.slurm.sbatch import node_command, python_command, submitit_parameters
-from hpctune.slurm.settings import ClusterSettings
+from hpctune.slurm.sbatch import bind_paths, container_for, node_command, python_command, submitit_parameters
+from hpctune.slurm.settings import ClusterSettings, check_container_image
 
 log = logging.getLogger(__name__)
 
@@ -23,15 +23,47 @@ def job_name(spec: RunSpec) -> str:
     return f"hpctune-{spec.name}"
 
 
+def node_paths(spec: RunSpec, run_dir: str | Path | None = None) -> list[str]:
+    """The folders a search's nodes read or write, bound into a --container: the run directory's storage
+    folder (the run itself, and a --warm-start run beside it), the dataset's root and any split outside it,
+    the model file's folder, the warm-start run. Shipped model names (yolov8n.yaml) come with the image."""
+    run_dir = Path(run_dir or spec.run_dir)
+    paths = [run_dir.parent]
+    if spec.data_config:  # trials read RUN_DIR/data.yaml, whose `path` is the dataset's absolute root
+        root = Path(spec.data_config.get("path") or Path(spec.data).parent)
+        paths.append(root)
+        for split in ("train", "val", "test"):
+            entries = spec.data_config.get(split) or []
+            paths += [_split_folder(root / str(e)) for e in (entries if isinstance(entries, list) else [entries])]
+    else:
+        paths.append(Path(spec.data))  # a classification dataset's folder
+    if Path(spec.model).is_absolute():
+        paths.append(Path(spec.model).parent)
+    if spec.warm_start:
+        paths.append(Path(spec.warm_start))
+    return bind_paths(paths)
+
+
+def _split_folder(path: Path) -> Path:
+    """What a split outside the dataset root needs: Ultralytics finds labels beside the last `images`
+    folder (.../images/x -> .../labels/x), and resolves a list file's ./ entries against its folder."""
+    last = len(path.parts) - 1 - path.parts[::-1].index("images") if "images" in path.parts else 0
+    if last > 1:  # not the root folder itself
+        return Path(*path.parts[:last])
+    return path if path.is_dir() else path.parent
+
+
 def make_executor(rundir: RunDir, spec: RunSpec, settings: ClusterSettings) -> submitit.SlurmExecutor:
     """submitit's executor for this run: logs and pickles in RUN_DIR/slurm, on shared storage. Its
-    `python` runs on each node after the setup lines; its `setup` lines hold the preflight."""
-    python = python_command(settings.python)
+    `python` runs on each node after the setup lines (in the container, if any); its `setup` lines hold
+    the preflight."""
+    python = python_command(settings.python, settings.container)
+    paths = node_paths(spec, rundir.path) if settings.container else []
     executor = submitit.SlurmExecutor(
         folder=rundir.path / events.SLURM_DIR, max_num_timeout=settings.max_requeues,
-        python=node_command(settings.setup, python),
+        python=node_command(settings.setup, python, container_for(settings, paths)),
     )
-    executor.update_parameters(**submitit_parameters(settings, job_name(spec), python))
+    executor.update_parameters(**submitit_parameters(settings, job_name(spec), python, paths))
     return executor
 
 
@@ -40,6 +72,7 @@ def submit(run_dir: str | Path, route: str = "submit") -> str:
     rundir = RunDir(run_dir)
     spec, settings = cluster_settings(rundir)
     queries.require("sbatch")
+    check_container_image(settings)
     active = active_jobs(rundir)
     if active:
         job, state = active[0]

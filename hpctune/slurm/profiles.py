@@ -16,6 +16,10 @@ The profile used and the files it came from are always logged.
         account: myproject
         setup: ["module load CUDA/12", "source /project/me/venv/bin/activate"]
         python: python         # the job's Python, found on PATH after the setup lines
+      containers:
+        setup: ["module load apptainer"]
+        container: /project/me/hpctune.sif   # every node's Python runs in this image (python3 in it)
+        binds: [/scratch/me/datasets]        # besides the run's storage, dataset and model folders
 
 `hpctune profiles --example` prints an example with every key. Command-line options win over a profile.
 """
@@ -36,7 +40,8 @@ log = logging.getLogger(__name__)
 PROJECT_FILE = "hpctune-profiles.yaml"
 KEYS = {
     "partition", "account", "qos", "nodes", "gpus_per_node", "gpu_type", "cpus_per_node", "mem", "time", "constraint",
-    "exclusive", "setup", "python", "sbatch_args", "max_requeues", "signal_delay",
+    "exclusive", "setup", "python", "container", "container_runtime", "binds", "sbatch_args", "max_requeues",
+    "signal_delay",
 }
 
 

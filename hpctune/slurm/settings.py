@@ -1,11 +1,11 @@
 """The SLURM settings of a run: what `hpctune submit` asks for, stored in RunSpec.cluster.
 
 `resolve(options)` merges a profile with the command line and checks what needs no cluster
-(numbers, --time, --mem, --gpu-type, --python, --sbatch-arg); `check_with_cluster(settings)` then asks Slurm
-(sbatch on PATH, the partition, its nodes, CPUs, memory, GPUs and time limits) and fills the defaults
+(numbers, --time, --mem, --gpu-type, --python, --container, --bind, --sbatch-arg); `check_with_cluster(settings)`
+then asks Slurm (sbatch on PATH, the partition, its nodes, CPUs, memory, GPUs and time limits) and fills the defaults
 it decides (GPUs, CPUs and memory per node, time limit: see limits.py). Both raise HpctuneError
 subclasses and write nothing; `assume_without_cluster` fills the same defaults for a dry run where
-Slurm is not installed.
+Slurm is not installed. `check_container_image` checks, where the cluster is checked, that a --container file exists.
 """
 
 from __future__ import annotations
@@ -42,6 +42,13 @@ _PYTHON_MAX = 512
 _GPU_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a Slurm GRES type: a100, a100_3g.20gb, h100-80gb
 # Storage a node sees alone: a run directory there is invisible to the other nodes.
 NODE_LOCAL = ("/tmp", "/var/tmp", "/dev/shm", "/run/user")
+CONTAINER_RUNTIMES = ("apptainer", "singularity")  # the same `exec --nv --bind` syntax; singularity: older sites
+# Images Apptainer runs: a SIF file, or a URI it pulls and converts (into its cache, ~/.apptainer/cache).
+_IMAGE_URI = re.compile(r"(?:docker|oras|library)://[A-Za-z0-9][\w./:@+-]*")
+# A path in a script and in Apptainer's --bind list: ',' and ':' separate bind specs, so neither may occur.
+_PATH_WORD = re.compile(r"/[\w.+@-][\w./+@-]*")
+_PATH_MAX = 512
+_BINDS_MAX = 32
 
 
 @dataclass
@@ -59,6 +66,9 @@ class ClusterSettings:
     exclusive: bool = False
     setup: list[str] = field(default_factory=list)  # shell lines run on every node before Python
     python: str | None = None  # the job's interpreter, found on the node after the setup lines; None: this one's
+    container: str | None = None  # an Apptainer image (.sif path or docker:// oras:// library:// URI) Python runs in
+    container_runtime: str = "apptainer"
+    binds: list[str] = field(default_factory=list)  # extra SRC[:DST[:ro|rw]] besides the run's own folders
     sbatch_args: dict[str, str] = field(default_factory=dict)
     max_requeues: int = DEFAULT_MAX_REQUEUES
     signal_delay_s: int = DEFAULT_SIGNAL_DELAY_S
@@ -110,6 +120,9 @@ def resolve(options: dict[str, Any]) -> ClusterSettings:
         exclusive=_flag("--exclusive", merged.get("exclusive", False)),
         setup=setup,
         python=_python(merged.get("python")),
+        container=_container(merged.get("container")),
+        container_runtime=_runtime(merged.get("container_runtime") or "apptainer"),
+        binds=_binds([*_listed(profile.get("binds")), *_listed(options.get("binds"))]),
         sbatch_args=sbatch_args,
         max_requeues=_whole("--max-requeues", merged.get("max_requeues", DEFAULT_MAX_REQUEUES), 0),
         signal_delay_s=_whole("--signal-delay", merged.get("signal_delay", DEFAULT_SIGNAL_DELAY_S), 10),
@@ -118,6 +131,9 @@ def resolve(options: dict[str, Any]) -> ClusterSettings:
     if settings.gpu_type is not None and settings.gpus_per_node == 0:
         raise SpecError(f"--gpu-type {settings.gpu_type} with --gpus-per-node 0 asks for no GPUs: "
                         "pass --gpus-per-node N, or leave --gpu-type out")
+    if settings.binds and not settings.container:
+        raise SpecError(f"--bind {settings.binds[0]} binds into no container: give --container IMAGE, or leave "
+                        "--bind (and the profile's binds) out")
     _check_signal_delay(settings)
     return settings
 
@@ -201,16 +217,30 @@ def _check_signal_delay(settings: ClusterSettings) -> None:
 def check_storage(path: str | Path, what: str = "the run directory") -> None:
     """Every node of the job reads and writes the run directory: it must not be node-local."""
     resolved = Path(path).expanduser().resolve()
+    root = node_local_root(resolved)
+    if root:
+        raise SpecError(
+            f"storage {resolved} is node-local ({root}): the job's nodes cannot see {what} there; "
+            "use --storage on shared storage (home, project or scratch file system)"
+        )
+
+
+def node_local_root(path: Path) -> str | None:
+    """The node-local folder (/tmp, $TMPDIR, ...) that holds `path`, or None where other nodes may see it."""
     local = [*NODE_LOCAL]
     tmpdir = os.environ.get("TMPDIR")
     if tmpdir and Path(tmpdir).resolve() != Path("/"):
         local.append(str(Path(tmpdir).resolve()))
-    for root in local:
-        if resolved == Path(root) or Path(root) in resolved.parents:
-            raise SpecError(
-                f"storage {resolved} is node-local ({root}): the job's nodes cannot see {what} there; "
-                "use --storage on shared storage (home, project or scratch file system)"
-            )
+    return next((root for root in local if path == Path(root) or Path(root) in path.parents), None)
+
+
+def check_container_image(settings: ClusterSettings) -> None:
+    """A --container file must exist here, on the login node that sees the same shared storage as the job's
+    nodes (a URI is pulled on the node; the job's preflight checks the file again there)."""
+    image = settings.container
+    if image and "://" not in image and not Path(image).is_file():
+        raise SpecError(f"--container {image} not found: build it (e.g. apptainer build {Path(image).name} "
+                        "hpctune.def) or give the path of an existing .sif file")
 
 
 def _whole(label: str, value: Any, minimum: int) -> int:
@@ -280,6 +310,71 @@ def _python(value: Any) -> str | None:
             raise SpecError(f"--python {shown[:60]!r} is not a path or a command name (letters, digits and "
                             f"_ . / + - @ : , only; no spaces or shell syntax): {fix}")
     return text
+
+
+def _printable(label: str, raw: str, fix: str) -> None:
+    if len(raw) > _PATH_MAX or any(ord(c) < 32 or ord(c) == 127 for c in raw):
+        raise SpecError(f"{label} {raw[:40]!r} must be one printable line of at most {_PATH_MAX} characters: {fix}")
+
+
+def _container(value: Any) -> str | None:
+    """--container: a .sif file (made absolute here; not node-local: every node runs it) or an image URI."""
+    if value is None or value == "":
+        return None
+    raw = str(value)
+    fix = ("give a .sif file on shared storage or a docker://, oras:// or library:// URI, e.g. "
+           "--container /project/me/hpctune.sif")
+    _printable("--container", raw, fix)
+    if "://" in raw:
+        if not _IMAGE_URI.fullmatch(raw):
+            raise SpecError(f"--container {raw[:60]!r} is not an image URI (docker://, oras:// or library:// and "
+                            f"letters, digits, _ . / : @ + - only): {fix}")
+        return raw
+    path = os.path.abspath(os.path.expanduser(raw))
+    if not path.endswith(".sif") or not _PATH_WORD.fullmatch(path):
+        raise SpecError(f"--container {raw[:60]!r} is not a .sif file path (letters, digits and _ . / + - @ "
+                        f"only; no spaces or shell syntax): {fix}")
+    local = node_local_root(Path(path))
+    if local:
+        raise SpecError(f"--container {path} is node-local ({local}): the job's other nodes cannot see it; {fix}")
+    return path
+
+
+def _runtime(value: Any) -> str:
+    if value not in CONTAINER_RUNTIMES:
+        raise SpecError(f"--container-runtime {str(value)[:40]!r} is not apptainer or singularity: leave it out for "
+                        "apptainer, or give singularity where only Singularity is installed")
+    return str(value)
+
+
+def _listed(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _binds(values: list[Any]) -> list[str]:
+    if len(values) > _BINDS_MAX:
+        raise SpecError(f"{len(values)} binds are more than {_BINDS_MAX}: bind a common parent folder instead")
+    return list(dict.fromkeys(_bind(str(value)) for value in values))
+
+
+def _bind(raw: str) -> str:
+    """--bind SRC[:DST[:ro|rw]], Apptainer's bind spec: SRC made absolute here (the job may start in another
+    folder), DST an absolute path in the container; the options only with a DST."""
+    fix = "write SRC[:DST[:ro]] with absolute paths, e.g. --bind /scratch/me/data or --bind /scratch/me/data:/data:ro"
+    _printable("--bind", raw, fix)
+    parts = raw.split(":")
+    if len(parts) > 3 or not parts[0]:
+        raise SpecError(f"--bind {raw[:60]!r} is not SRC[:DST[:OPTS]]: {fix}")
+    src = os.path.abspath(os.path.expanduser(parts[0]))
+    for path in (src, *parts[1:2]):
+        if not _PATH_WORD.fullmatch(path):
+            raise SpecError(f"--bind {raw[:60]!r}: {path[:60]!r} is not an absolute path of letters, digits and "
+                            f"_ . / + - @ (no spaces, commas or shell syntax): {fix}")
+    if len(parts) == 3 and parts[2] not in {"ro", "rw"}:
+        raise SpecError(f"--bind {raw[:60]!r}: options {parts[2][:20]!r} are not ro or rw: {fix}")
+    return ":".join([src, *parts[1:]])
 
 
 def _sbatch_args(value: Any) -> dict[str, str]:
