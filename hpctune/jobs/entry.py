@@ -11,6 +11,8 @@ and the job is requeued where that is due:
   USR2 (preemption, or --signal before the time limit) -> requeue; a time-limit requeue counts
       against max_requeues (submitit's countdown on the submitit route);
   TERM at the time limit -> the same as a timeout;
+  TERM of a preemption (clusters that preempt without preempt_send_user_signal: Slurm's PreemptTime
+      for this run is set) -> the same as USR2;
   any other TERM (scancel, `hpctune cancel`) -> no requeue; `hpctune resume RUN_DIR --submit`.
 Events go to RUN_DIR/slurm/events.jsonl for `hpctune status`.
 """
@@ -210,7 +212,9 @@ def interruption_reason(rundir: RunDir, alloc: Allocation, signum: int) -> str:
     _, settings = _settings_or_default(rundir)
     if left is not None and left <= settings.signal_delay_s + TIMEOUT_MARGIN_S:
         return "timeout"
-    return "preempted" if signum == signal.SIGUSR2 else "terminated"
+    if signum == signal.SIGUSR2 or queries.preempted_in_this_run(alloc.job_id):  # TERM-only preemption too
+        return "preempted"
+    return "terminated"
 
 
 def in_flight(rundir: RunDir) -> dict[str, int]:

@@ -154,6 +154,17 @@ def time_left_s(job_id: str) -> int | None:
     return parse_slurm_duration(text) if out.returncode == 0 and text else None
 
 
+def preempted_in_this_run(job_id: str) -> bool:
+    """Whether Slurm chose the job for preemption since this run of it started (scontrol's PreemptTime
+    after StartTime). Where the cluster preempts with SIGTERM alone (PreemptMode=REQUEUE without
+    preempt_send_user_signal), this tells a preemption from any other TERM."""
+    details = job_details(job_id)
+    preempted, started = details.get("PreemptTime", ""), details.get("StartTime", "")
+    if not preempted or preempted in {"None", "Unknown", "(null)"}:
+        return False
+    return not started or started in {"None", "Unknown"} or preempted >= started  # ISO times sort as text
+
+
 def job_details(job_id: str) -> dict[str, str]:
     """`scontrol show job -o` as a dict (JobState, Restarts, NodeList, RunTime, ...); {} if unknown."""
     out = run(["scontrol", "show", "job", "-o", str(job_id)], check=False)

@@ -191,3 +191,39 @@ def test_preempted_during_the_final_training_resumes_it_without_retraining(env, 
     assert report.returncode == 0, report.stderr
     page = (run_dir / "report" / "index.html").read_text()
     assert f"final training (trial {trial}), {final_epochs} epochs" in page
+
+
+@pytest.fixture
+def term_only_preemption(env):
+    """The cluster preempts as stock Slurm does: PreemptMode=REQUEUE without preempt_send_user_signal, so a
+    preempted job gets SIGTERM (then SIGKILL after GraceTime), not its --signal. Restored afterwards."""
+    conf = Path(env["SLURM_CONF"])
+    original = conf.read_text()
+    assert "SlurmctldParameters=preempt_send_user_signal\n" in original
+    conf.write_text(original.replace("SlurmctldParameters=preempt_send_user_signal\n", ""))
+    try:
+        assert sh(["scontrol", "reconfigure"], env).returncode == 0
+        yield
+    finally:
+        conf.write_text(original)
+        sh(["scontrol", "reconfigure"], env)
+
+
+def test_a_preemption_by_sigterm_alone_is_recognised_and_resumed(env, shared_tmp, tiny_data, term_only_preemption):
+    job, run_dir = _submit(env, shared_tmp, tiny_data, "term-preempted", "epochs=4", "--max-samples", "4",
+                           "--grace-period", "2", "--reduction-factor", "2", "--nodes", "1", "--time", "0-00:30:00")
+    start = wait_for(lambda: _started(run_dir, 0), 300, "the job's start")
+
+    def mid_search():
+        records = read_records(run_dir)
+        return any(not r.get("final") for rs in records.values() for r in rs) and not (
+            len(records) == 4 and all(finished(rs) for rs in records.values()))
+    wait_for(mid_search, 300, "an epoch trained, the search not done")
+    _preempt(env, start["nodes"][0], 20)
+    wait_for(lambda: _started(run_dir, 1), 300, "the restart after the preemption")
+    runs = wait_job_done(env, job, 500, run_dir)
+    assert runs[-1]["State"] == "COMPLETED", (runs, job_logs(run_dir, job))
+    assert_completed_search(run_dir, 4)
+    assert_at_most_the_epoch_in_flight_lost(run_dir)
+    stops = [e for e in events(run_dir) if e["event"] == "interrupted"]
+    assert [(e["signal"], e["reason"], e["requeue"]) for e in stops] == [("SIGTERM", "preempted", True)], stops

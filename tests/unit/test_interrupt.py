@@ -65,3 +65,19 @@ def test_the_requeue_runs_once_whoever_asks_first():
         t.join()
     requeue("late")
     assert len(calls) == 1
+
+
+def test_a_term_is_a_preemption_only_when_slurm_chose_this_run(monkeypatch):
+    from hpctune.slurm import queries
+
+    def details(**fields):
+        monkeypatch.setattr(queries, "job_details", lambda job: fields)
+
+    details(PreemptTime="None", StartTime="2026-12-01T10:00:00")
+    assert not queries.preempted_in_this_run("7")
+    details(PreemptTime="2026-12-01T10:05:00", StartTime="2026-12-01T10:00:00")
+    assert queries.preempted_in_this_run("7")
+    details(PreemptTime="2026-12-01T09:59:00", StartTime="2026-12-01T10:00:00")  # an earlier run's
+    assert not queries.preempted_in_this_run("7")
+    details()  # Slurm knows no such job
+    assert not queries.preempted_in_this_run("7")
