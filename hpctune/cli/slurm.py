@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from typing import Any
 
 import click
@@ -78,6 +79,7 @@ def _slurm_spec(train_args: tuple[str, ...], options: dict[str, Any], dry_run: b
     from hpctune.slurm.settings import (
         assume_without_cluster,
         check_container_image,
+        check_shared,
         check_storage,
         check_with_cluster,
         resolve,
@@ -96,6 +98,8 @@ def _slurm_spec(train_args: tuple[str, ...], options: dict[str, Any], dry_run: b
     # gpu_per_trial and cpus_per_trial are checked against the job's nodes, not this login node
     resources = Resources(cpus=settings.cpus_per_node, gpus=settings.gpus_per_node)
     spec = build_spec(**arguments, resources=resources)
+    check_shared({"dataset": spec.data, "dataset root": spec.data_config.get("path"), "model": spec.model,
+                  "--python": None if settings.container else settings.python or sys.executable})
     spec.cluster = settings.to_dict()
     if settings.container:
         node_paths(spec)  # every folder the nodes need can be bound (before anything is written)

@@ -225,6 +225,18 @@ def check_storage(path: str | Path, what: str = "the run directory") -> None:
         )
 
 
+def check_shared(paths: dict[str, str | None]) -> None:
+    """Each file the job's nodes read (`label: path`; relative names such as a shipped model are skipped)
+    must not be in a node-local folder of this login node."""
+    for label, path in paths.items():
+        if not path or not Path(path).is_absolute():
+            continue
+        root = node_local_root(Path(path).resolve())
+        if root:
+            raise SpecError(f"{label} {path} is node-local ({root}): the job's other nodes cannot read it there; "
+                            "move it to shared storage (home, project or scratch file system)")
+
+
 def node_local_root(path: Path) -> str | None:
     """The node-local folder (/tmp, $TMPDIR, ...) that holds `path`, or None where other nodes may see it."""
     local = [*NODE_LOCAL]

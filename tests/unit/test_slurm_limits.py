@@ -185,3 +185,15 @@ def test_dry_run_without_slurm_uses_what_was_given_and_says_what_it_assumes():
                       "(--dry-run); not given, so the preview assumes 16 CPUs per node (--cpus-per-node), the "
                       "cluster's default memory (--mem), time 0-01:00:00 (--time)")
     assert assume_without_cluster(resolve({}))[0].gpus_per_node == 0
+
+
+def test_files_the_nodes_read_must_not_be_node_local(tmp_path, monkeypatch):
+    from hpctune.errors import SpecError
+    from hpctune.slurm.settings import check_shared
+
+    monkeypatch.delenv("TMPDIR", raising=False)
+    check_shared({"dataset": "/project/me/data.yaml", "model": "yolov8n.yaml", "--python": None})
+    with pytest.raises(SpecError, match=r"^dataset /tmp/data.yaml is node-local \(/tmp\): .* shared storage"):
+        check_shared({"dataset": "/tmp/data.yaml"})
+    with pytest.raises(SpecError, match=r"^--python /dev/shm/venv/bin/python is node-local"):
+        check_shared({"--python": "/dev/shm/venv/bin/python"})
