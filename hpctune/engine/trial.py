@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -119,6 +120,20 @@ def output_to(path: Path) -> Iterator[None]:
             os.close(saved[1])
 
 
+@contextlib.contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
+    """hpctune's warnings onto this process's stderr (which output_to sends to the trial's output.log)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("hpctune: %(message)s"))
+    logger = logging.getLogger("hpctune")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
 def run_trial(
     config: dict[str, Any],
     settings: dict[str, Any],
@@ -136,8 +151,9 @@ def run_trial(
     folder = Path(settings["trials_dir"]) / trial_id
     records = EpochRecords(folder / RECORDS)
     history = completed_epochs(records.read())
-    if checkpoint_epoch is not None:
-        history = resumable_history(folder, history, settings["epochs"], checkpoint_epoch)
+    if checkpoint_epoch is not None:  # a fallback to an older checkpoint is said in the trial's own output.log
+        with output_to(folder / OUTPUT), _warnings_to_stderr():
+            history = resumable_history(folder, history, settings["epochs"], checkpoint_epoch)
     known = _driver_epoch()
     rank = BestScore(settings["metric"], config)
     for record in history:
