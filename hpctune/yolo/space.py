@@ -206,7 +206,8 @@ def _check_distribution(origin: str, key: str, value: Any) -> Any:
         raise SpecError(f"{origin}: '{key}' quniform needs a step > 0 (got {args[2]})")
     if kind == "randint" and not all(float(a).is_integer() and abs(a) < 2**31 for a in args):
         raise SpecError(f"{origin}: '{key}' randint needs whole numbers [low, high) below 2**31 (got {args})")
-    if key in _whole_number_keys() and not (kind == "randint" or (
+    fraction = key == "batch" and high <= 1  # batch below 1: a fraction of GPU memory, a real number
+    if key in _whole_number_keys() and not fraction and not (kind == "randint" or (
             kind == "quniform" and all(float(a).is_integer() for a in args))):
         raise SpecError(f"{origin}: '{key}' is a whole number: use randint [low, high) or choice, not {kind}")
     _check_value(origin, key, low)
@@ -215,9 +216,11 @@ def _check_distribution(origin: str, key: str, value: Any) -> Any:
 
 
 def _whole_number_keys() -> set[str]:
+    """Ultralytics' integer arguments, and batch and imgsz: Ultralytics also takes them as floats (a GPU
+    memory fraction; a stride-rounded size), but a searched range of them means whole numbers."""
     from ultralytics.cfg import CFG_INT_KEYS
 
-    return set(CFG_INT_KEYS)
+    return set(CFG_INT_KEYS) | {"batch", "imgsz"}
 
 
 def _check_value(origin: str, key: str, value: Any) -> None:

@@ -24,6 +24,11 @@ def workspace(shared_tmp, tiny_data):
     (shared_tmp / "low_high.yaml").write_text("lr0: {uniform: [0.1, 0.01]}\n")
     (shared_tmp / "bad_dist.yaml").write_text("lr0: {gaussian: [0.1, 0.01]}\n")
     (shared_tmp / "a_file").write_text("not a folder\n")
+    (shared_tmp / "choice_types.yaml").write_text('lr0: {choice: ["abc", -5]}\n')
+    (shared_tmp / "float_batch.yaml").write_text("batch: {uniform: [1, 64]}\n")
+    (shared_tmp / "epochs_key.yaml").write_text("epochs: {randint: [1, 10]}\n")
+    (shared_tmp / "resume_key.yaml").write_text("resume: {choice: [true, false]}\n")
+    (shared_tmp / "huge_randint.yaml").write_text("close_mosaic: {randint: [0, 99999999999999999999]}\n")
     return shared_tmp, tiny_data
 
 
@@ -54,6 +59,11 @@ CASES = {
     "unknown space name": (["--space", "yolov5"], "space file yolov5 not found"),
     "epochs given twice": (["--epochs", "20", "epochs=50"], "epochs given twice (20 and epochs=50)"),
     "final top-k above trials": (["--max-samples", "2", "--final-top-k", "3"], "final_top_k 3 is more than the 2"),
+    "choice of a wrong type": (["--space", "{w}/choice_types.yaml"], "'lr0=abc' is of invalid type str"),
+    "integer argument as a float range": (["--space", "{w}/float_batch.yaml"], "'batch' is a whole number"),
+    "epochs as a space key": (["--space", "{w}/epochs_key.yaml"], "'epochs' cannot be searched"),
+    "resume as a space key": (["--space", "{w}/resume_key.yaml"], "'resume' cannot be searched"),
+    "randint bound past int32": (["--space", "{w}/huge_randint.yaml"], "randint needs whole numbers [low, high) below"),
     "warm start from no run": (["--warm-start", "{w}/nope"], "--warm-start: run directory {w}/nope does not exist"),
 }
 

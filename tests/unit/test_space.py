@@ -98,3 +98,14 @@ def test_bad_spaces_name_the_key_and_the_fix(raw, words):
     with pytest.raises(SpecError, match=None) as info:
         load_space(raw)
     assert words in str(info.value)
+
+
+def test_a_float_range_of_an_integer_argument_is_refused_but_a_batch_fraction_is_not():
+    from hpctune.errors import SpecError
+    from hpctune.yolo.space import validate_space
+
+    for key in ("batch", "imgsz", "close_mosaic"):
+        with pytest.raises(SpecError, match=f"'{key}' is a whole number: use randint"):
+            validate_space({key: {"uniform": [1, 64]}})
+    assert validate_space({"batch": {"uniform": [0.5, 0.9]}}) == {"batch": {"uniform": [0.5, 0.9]}}
+    assert validate_space({"batch": {"randint": [8, 65]}}) == {"batch": {"randint": [8, 65]}}
