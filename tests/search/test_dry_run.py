@@ -18,6 +18,6 @@ def test_submit_and_sbatch_dry_runs_work_without_slurm(shared_tmp, tiny_data):
         out = subprocess.run([sys.executable, "-m", "hpctune", command, *common], cwd=REPO, env=env,
                              capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-2000:]
-        assert "Slurm is not installed here: partition and limit checks skipped" in out.stderr
+        assert "Slurm is not installed here: partition, limit and node-size checks skipped" in out.stderr
         assert "#SBATCH --nodes=2" in out.stdout and "#SBATCH --gres=gpu:4" in out.stdout
     assert not (shared_tmp / "runs").exists(), "a dry run writes nothing"
