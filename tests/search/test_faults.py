@@ -22,6 +22,8 @@ EPOCHS = 6
 
 def _trial_with_two_checkpoints(run_dir):
     """A trial mid-way with both resume checkpoints, not finished: (trial id, epochs recorded) or None."""
+    if not (run_dir / "trials").exists():
+        return None
     for trial, records in read_records(run_dir).items():
         epochs = [r["epoch"] for r in records if not r.get("final")]
         folder = run_dir / "trials" / trial / "resume"
