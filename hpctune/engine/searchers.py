@@ -56,10 +56,11 @@ def make_searcher(
     stopped_as: str = "pruned",
     starts: list[dict[str, Any]] | None = None,
     max_trials: int = 10_000,
+    rungs: list[int] | None = None,
 ) -> SpaceSearcher:
     """The searcher called `name` (one of NAMES) over `space`, maximising `metric`; the baseline first,
     then the configurations `starts` (other known-good points), then its own suggestions. `max_trials`
-    sizes TPE's random start-up phase."""
+    sizes TPE's random start-up phase; `rungs` (ASHA's milestones) are where evolve compares trials."""
     common = {"space": space, "metric": metric, "max_epochs": max_epochs, "seed": seed, "baseline": baseline,
               "starts": starts}
     if name == "random":
@@ -67,7 +68,7 @@ def make_searcher(
     if name in ("tpe", "optuna"):
         return TPESearcher(**common, stopped_as=stopped_as, n_startup_trials=tpe_startup_trials(max_trials))
     if name == "evolve":
-        return EvolveSearcher(**common)
+        return EvolveSearcher(**common, rungs=rungs)
     raise SpecError(f"unknown searcher '{name}': use one of {', '.join(NAMES)}")
 
 
@@ -380,8 +381,9 @@ class EvolveSearcher(SpaceSearcher):
     and after 100 tries a random configuration is used. Additive steps in [0, 1] need no care for a parent value
     of 0, unlike the multiplicative mutation of older Ultralytics versions.
 
-    Trials are ranked by the furthest epoch they reached, then by the metric they reported there, running ones
-    included: a trial ASHA stopped at a low rung ranks below every trial that went on. Ranks, not metric values,
+    Trials are ranked by the highest ASHA rung they reached (given `rungs`; else the furthest epoch), then by
+    the metric they reported at it, running ones included: a trial ASHA stopped at a low rung ranks below every
+    trial that went on, and trials past the same rung compare there. Ranks, not metric values,
     weight the parents because values at different epochs are not comparable. Until a result is known the
     parent is the baseline (random draws without one). Ultralytics' covariance step and stale-search decay of
     sigma are left out. The generator, seeded with `seed`, is saved with the trials.
@@ -393,8 +395,9 @@ class EvolveSearcher(SpaceSearcher):
     mutation = 0.5  # Ultralytics' per-value mutation probability
     tries = 100
 
-    def __init__(self, **kwargs):
+    def __init__(self, *, rungs: list[int] | None = None, **kwargs):
         super().__init__(**kwargs)
+        self.rungs = sorted(int(r) for r in rungs or [] if r < self.max_epochs)  # derived from the run's spec
         self.rng = np.random.default_rng(self.seed)
         self.scales = [max(self.sigma, _grid_step(*kind_args)) for kind_args in self.searched.values()]
 
@@ -414,10 +417,21 @@ class EvolveSearcher(SpaceSearcher):
 
     def _ranked(self) -> list[dict[str, Any]]:
         """The searched values of the trials with results, best first (see the class docstring)."""
-        scored = [(self._last(trial), trial) for trial in self.trials.values()
+        scored = [(self._standing(trial), trial) for trial in self.trials.values()
                   if trial["results"] and trial["outcome"] != "error"]
         scored.sort(key=lambda item: item[0], reverse=True)  # stable: earlier trials win ties
         return [{key: trial["config"][key] for key in self.searched} for _, trial in scored]
+
+    def _standing(self, trial: dict[str, Any]) -> tuple[int, float]:
+        """(fidelity, metric there): the highest ASHA rung the trial reached and its value at that rung, so
+        that two trials that both passed a rung compare there, not by which one started first (the first
+        trials pass ASHA's rungs unopposed). Before the first rung, or without rungs: the furthest epoch."""
+        reached = max(trial["results"])
+        level = max((rung for rung in self.rungs if rung <= reached), default=None)
+        if level is None:
+            return self._last(trial)
+        at = max(epoch for epoch in trial["results"] if epoch <= level)
+        return level, _worst_if_none(trial["results"][at])
 
     def _mutate(self, parent: dict[str, Any]) -> dict[str, Any]:
         mutate = self.rng.random(len(self.searched)) < self.mutation

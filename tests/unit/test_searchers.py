@@ -251,6 +251,20 @@ def test_evolve_ranks_trials_by_epoch_reached_then_metric():
     assert ranked == ["d", "b", "c", "a"]
 
 
+@pytest.mark.parametrize(("rungs", "first"), [([2, 3], 0.001), (None, BASELINE["lr0"])])
+def test_evolve_compares_trials_past_the_same_rung_at_that_rung(rungs, first):
+    """The baseline ran first and is further on, but the start was better at the rung both passed (without
+    rungs: the furthest epoch decides, the baseline)."""
+    search = searcher("evolve", starts=[{**BASELINE, "lr0": 0.001}], rungs=rungs)
+    for trial_id in ("base", "start"):
+        search.suggest(trial_id)
+    for epoch, value in enumerate([0.0, 0.01, 0.02, 0.03], 1):
+        search.on_trial_result("base", {"fitness": value, "epoch": epoch})
+    for epoch, value in enumerate([0.0, 0.2, 0.25], 1):
+        search.on_trial_result("start", {"fitness": value, "epoch": epoch})
+    assert searched(search._ranked()[0])["lr0"] == first
+
+
 def test_evolve_concentrates_near_the_optimum_better_than_random():
     def last_distances(name):
         suggested = Simulation(searcher(name, seed=7), trials=40).run()
