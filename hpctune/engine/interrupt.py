@@ -46,7 +46,8 @@ def _tune_listens() -> bool:
 class StopRequest:
     """Remembers the first stop signal and turns it into a graceful end of the search."""
 
-    def __init__(self, signals: tuple[int, ...] = STOP_SIGNALS, deadline_s: float | None = None,
+    def __init__(self, signals: tuple[int, ...] = STOP_SIGNALS,
+                 deadline_s: float | Callable[[int], float] | None = None,
                  on_overrun: Callable[[int], None] | None = None):
         self.signals = signals
         self.signum: int | None = None
@@ -57,11 +58,16 @@ class StopRequest:
         """The stop (or the search) is over: the watchdog has nothing left to do."""
         self._ended.set()
 
+    def deadline_for(self, signum: int) -> float:
+        """Seconds the stop after `signum` may take (a function of the signal: a TERM leaves less time)."""
+        return float(self.deadline_s(signum) if callable(self.deadline_s) else self.deadline_s)
+
     def _watch(self, signum: int) -> None:
-        if self._ended.wait(self.deadline_s):
+        deadline = self.deadline_for(signum)
+        if self._ended.wait(deadline):
             return
         log.warning("the stop is still running %.0f s after %s (a hanging callback?): acting now, before the "
-                    "time limit", self.deadline_s, signal.Signals(signum).name)
+                    "job is killed", deadline, signal.Signals(signum).name)
         self.on_overrun(signum)
 
     @property

@@ -50,19 +50,23 @@ REQUEUE_ROOM_S = 20  # what the requeue itself needs before the time limit (scon
 MIN_STOP_DEADLINE_S = 5.0
 
 
-def stop_deadline_s(signal_delay_s: float) -> float:
-    """How long a graceful stop may run before the requeue is issued anyway: the signal's lead on the
-    time limit, less room for the requeue itself."""
+def stop_deadline_s(signal_delay_s: float, signum: int = signal.SIGUSR2) -> float:
+    """How long a graceful stop may run before the interruption is recorded and the requeue issued anyway:
+    after USR2, the signal's lead on the time limit less room for the requeue itself; after TERM (a time
+    limit, a preemption without a user signal, scancel) Slurm kills after KillWait or GraceTime, often
+    seconds: the minimum."""
+    if signum != signal.SIGUSR2:
+        return MIN_STOP_DEADLINE_S
     return max(MIN_STOP_DEADLINE_S, signal_delay_s - REQUEUE_ROOM_S)
 
 
-def once(action: Callable[[str], None]) -> Callable[[str], None]:
-    """`action` runs at most once: the stop's watchdog and the normal path may both ask for the requeue."""
+def once(action: Callable[[Any], None]) -> Callable[[Any], None]:
+    """`action` runs at most once: the stop's watchdog and the normal path may both ask for it."""
     done = threading.Lock()
 
-    def run(reason: str) -> None:
+    def run(argument: Any) -> None:
         if done.acquire(blocking=False):
-            action(reason)
+            action(argument)
 
     return run
 
@@ -112,17 +116,12 @@ def run_job(run_dir: str | Path, requeue: Callable[[str], None]) -> dict[str, An
         raise RunDirError(f"run {rundir.path} is being driven by {busy}: this job leaves it alone; cancel that "
                           "one first to continue the run here")
     interrupt.ignore_in_children(signal.SIGUSR2)  # the Ray processes started below inherit it
-    requeue = once(requeue)
     _, settings = _settings_or_default(rundir)
-
-    def overrun(signum: int) -> None:
-        reason = interruption_reason(rundir, alloc, signum)
-        if reason in {"preempted", "timeout"}:
-            events.record(rundir.path, "stop_overrun", job=alloc.job_id, restart=alloc.restart_count,
-                          reason=reason, deadline_s=stop.deadline_s)
-            requeue(reason)
-
-    stop = interrupt.StopRequest(deadline_s=stop_deadline_s(settings.signal_delay_s), on_overrun=overrun)
+    # The interruption is recorded (and the job requeued where due) once: by the watchdog when the stop runs
+    # past its deadline, or after the search returns.
+    interrupted = once(lambda signum: _record_interruption(rundir, alloc, signum, requeue))
+    stop = interrupt.StopRequest(deadline_s=lambda signum: stop_deadline_s(settings.signal_delay_s, signum),
+                                 on_overrun=interrupted)
     if alloc.is_head:
         stop.install((signal.SIGTERM,))  # TERM during bring-up; USR2 once Ray's processes exist
         _remove_stale_tokens(rundir, alloc.job_id)
@@ -157,7 +156,7 @@ def run_job(run_dir: str | Path, requeue: Callable[[str], None]) -> dict[str, An
     if not alloc.is_head:
         return None
     try:
-        return _after_search(rundir, alloc, stop, result, requeue)
+        return _after_search(rundir, alloc, stop, result, interrupted)
     finally:
         stop.ended()
 
@@ -188,20 +187,26 @@ def _search(rundir: RunDir, address: str, stop: interrupt.StopRequest):
     return search.run(rundir.path, address=address, on_connect=stop.connected)
 
 
-def _after_search(rundir: RunDir, alloc: Allocation, stop: interrupt.StopRequest, result, requeue) -> dict[str, Any]:
+def _after_search(rundir: RunDir, alloc: Allocation, stop: interrupt.StopRequest, result,
+                  interrupted: Callable[[int], None]) -> dict[str, Any]:
     summary = {"finished": bool(result and result.finished),
                "best_trial": getattr(result, "best_trial", None), "best_metric": getattr(result, "best_metric", None)}
-    common = {"job": alloc.job_id, "restart": alloc.restart_count}
     if stop.signum is None or summary["finished"]:  # a signal after the last trial ended stops nothing
-        events.record(rundir.path, "ended", **common, **summary, **({"signal": stop.name} if stop.signum else {}))
+        events.record(rundir.path, "ended", job=alloc.job_id, restart=alloc.restart_count, **summary,
+                      **({"signal": stop.name} if stop.signum else {}))
         return summary
-    reason = interruption_reason(rundir, alloc, stop.signum)
+    interrupted(stop.signum)
+    return summary
+
+
+def _record_interruption(rundir: RunDir, alloc: Allocation, signum: int, requeue: Callable[[str], None]) -> None:
+    """Why the search stopped, and which epochs were in flight, into the run's events; requeue where due."""
+    reason = interruption_reason(rundir, alloc, signum)
     due = reason in {"preempted", "timeout"}
-    events.record(rundir.path, "interrupted", **common, signal=stop.name, reason=reason, requeue=due,
-                  in_flight=in_flight(rundir))
+    events.record(rundir.path, "interrupted", job=alloc.job_id, restart=alloc.restart_count,
+                  signal=signal.Signals(signum).name, reason=reason, requeue=due, in_flight=in_flight(rundir))
     if due:
         requeue(reason)
-    return summary
 
 
 def interruption_reason(rundir: RunDir, alloc: Allocation, signum: int) -> str:

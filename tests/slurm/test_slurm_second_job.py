@@ -1,11 +1,11 @@
-"""A second job of a run that a job is driving (`hpctune resume --submit` twice, the standalone script
-submitted again): it leaves at once with one line, before starting Ray, and the first job goes on."""
+"""A second job of a run that a job is driving: the standalone script from `hpctune sbatch` submitted again
+(`hpctune resume --submit` refuses while a job of the run runs; plain sbatch cannot). The second job leaves
+at once with one line, before starting Ray, and the first job goes on."""
 
 from __future__ import annotations
 
 import pytest
 from slurm_helpers import (
-    SEARCH,
     SPACE,
     assert_completed_search,
     cluster_env,
@@ -13,9 +13,9 @@ from slurm_helpers import (
     hpctune,
     job_logs,
     read_records,
+    sh,
     slurm,
     squeue_state,
-    submitted_job,
     wait_for,
     wait_job_done,
 )
@@ -23,18 +23,29 @@ from slurm_helpers import (
 pytestmark = [pytest.mark.slurm, slurm]
 
 
+def _sbatch(script, env) -> str:
+    out = sh(["sbatch", "--parsable", str(script)], env)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().split(";")[0]
+
+
 def test_a_second_job_of_a_running_run_leaves_at_once_and_the_first_completes(shared_tmp, tiny_data):
     env = cluster_env()
     space = shared_tmp / "space-twice.yaml"
     space.write_text(SPACE)
     run_dir = shared_tmp / "twice"
-    out = hpctune("submit", *SEARCH, f"data={tiny_data}", "--space", str(space), "--max-samples", "3",
-                  "--nodes", "1", "--cpus-per-node", "1", "--time", "0-00:10:00", "--storage", str(shared_tmp),
-                  "--name", "twice", env=env)
-    first = submitted_job(out)
+    # long enough (2 trials x 20 one-second epochs) that the first job is still running when the second ends
+    out = hpctune("sbatch", "model=yolov8n.yaml", "epochs=20", "imgsz=64", "batch=16", "--grace-period", "20",
+                  f"data={tiny_data}", "--space", str(space), "--max-samples", "2", "--nodes", "1",
+                  "--cpus-per-node", "1", "--time", "0-00:10:00", "--storage", str(shared_tmp), "--name", "twice",
+                  env=env)
+    assert out.returncode == 0, out.stderr
+    script = shared_tmp / "twice.sbatch"
+    script.write_text(out.stdout)
+    first = _sbatch(script, env)
     wait_for(lambda: read_records(run_dir), 300, "the first job's first epoch")
 
-    second = submitted_job(hpctune("resume", str(run_dir), "--submit", env=env))
+    second = _sbatch(script, env)
     runs = wait_job_done(env, second, 120, run_dir)
     assert runs[-1]["State"].split()[0] == "FAILED", runs
     logs = job_logs(run_dir, second)
@@ -42,5 +53,5 @@ def test_a_second_job_of_a_running_run_leaves_at_once_and_the_first_completes(sh
     assert squeue_state(env, first) == "RUNNING"  # untouched: its Ray cluster and token are its own
     assert not [e for e in events(run_dir) if e.get("job") == second]  # nothing of job 2 in the run's status
 
-    wait_job_done(env, first, 600, run_dir)
-    assert_completed_search(run_dir, 3)
+    assert wait_job_done(env, first, 600, run_dir)[-1]["State"] == "COMPLETED", job_logs(run_dir, first)
+    assert_completed_search(run_dir, 2)

@@ -53,6 +53,7 @@ def test_a_stop_that_ends_in_time_leaves_the_watchdog_idle():
 def test_the_deadline_leaves_room_for_the_requeue_before_the_time_limit():
     assert stop_deadline_s(90) == 70
     assert stop_deadline_s(10) == MIN_STOP_DEADLINE_S
+    assert stop_deadline_s(90, signal.SIGTERM) == MIN_STOP_DEADLINE_S  # KillWait or GraceTime: seconds
 
 
 def test_the_requeue_runs_once_whoever_asks_first():
