@@ -383,10 +383,10 @@ class EvolveSearcher(SpaceSearcher):
 
     Trials are ranked by the highest ASHA rung they reached (given `rungs`; else the furthest epoch), then by
     the metric they reported at it, running ones included: a trial ASHA stopped at a low rung ranks below every
-    trial that went on, and trials past the same rung compare there. Ranks, not metric values,
-    weight the parents because values at different epochs are not comparable. Until a result is known the
-    parent is the baseline (random draws without one). Ultralytics' covariance step and stale-search decay of
-    sigma are left out. The generator, seeded with `seed`, is saved with the trials.
+    trial that went on, and trials past the same rung compare there. Ranks, not metric values, weight the
+    parents because values at different epochs are not comparable. Until a result is known the parents are
+    the starting points, then the baseline (random draws without either). Ultralytics' covariance step and
+    stale-search decay of sigma are left out. The generator, seeded with `seed`, is saved with the trials.
     """
 
     name = "evolve"
@@ -404,7 +404,7 @@ class EvolveSearcher(SpaceSearcher):
     def _propose(self, trial_id, anchor):
         if anchor is not None:
             return anchor
-        parents = self._ranked()[: self.parents] or ([self.anchor] if self.anchor is not None else [])
+        parents = self._parents()
         if not parents:
             return self._random()
         weights = np.arange(len(parents), 0, -1, dtype=float)
@@ -421,6 +421,10 @@ class EvolveSearcher(SpaceSearcher):
                   if trial["results"] and trial["outcome"] != "error"]
         scored.sort(key=lambda item: item[0], reverse=True)  # stable: earlier trials win ties
         return [{key: trial["config"][key] for key in self.searched} for _, trial in scored]
+
+    def _parents(self) -> list[dict[str, Any]]:
+        """The best trials so far, best first; before any result, the starting points, then the baseline."""
+        return self._ranked()[: self.parents] or [*self.starts, *([self.anchor] if self.anchor is not None else [])]
 
     def _standing(self, trial: dict[str, Any]) -> tuple[int, float]:
         """(fidelity, metric there): the highest ASHA rung the trial reached and its value at that rung, so

@@ -310,3 +310,12 @@ def test_tpe_with_a_small_budget_models_the_results_sooner():
         return np.mean(finals)
 
     assert mean_distance(12) < mean_distance(10_000)
+
+
+def test_evolve_breeds_from_the_starting_points_before_any_result():
+    start = {**BASELINE, "lr0": 0.001, "momentum": 0.9}
+    search = searcher("evolve", starts=[start])
+    search.suggest("base"), search.suggest("start")
+    assert search._parents() == [searched(start), searched(BASELINE)]  # rank weights 2:1 for the start
+    report(search, "base", [0.1])
+    assert search._parents() == [searched(BASELINE)]  # then the trials with results
