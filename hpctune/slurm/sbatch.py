@@ -156,7 +156,9 @@ def submitit_parameters(settings: ClusterSettings, job_name: str, python: str | 
         "time": settings.time_min,
         "signal_delay_s": settings.signal_delay_s,
         "wckey": None,  # submitit's default "submitit" is refused where wckeys are enforced
-        "srun_args": ["--kill-on-bad-exit=0"],  # a lost worker node must not take the search down
+        # a lost worker node must not take the search down; --cpus-per-task again on the srun line: Slurm
+        # 22.05-23.02 do not pass it from sbatch to srun, which would bind Ray to one CPU while told all
+        "srun_args": ["--kill-on-bad-exit=0", f"--cpus-per-task={settings.cpus_per_node}"],
         # submitit writes `setup` into the batch script before its srun: the preflight's place
         "setup": preflight_lines(settings.setup, python or python_command(settings.python, settings.container),
                                  container_for(settings, run_paths)),
