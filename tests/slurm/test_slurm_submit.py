@@ -137,9 +137,12 @@ def test_submit_three_nodes_cancel_lost_node_scancel_and_resume_submit(env, shar
     assert re.search(r"run three: finished", text), text
     for job, state in ((first, "C"), (second, "CANCELLED"), (third, "COMPLETED")):
         assert f"job {job}: {state}" in text, text
-    # scancel's TERM is recorded too (the stop's 5 s deadline runs out before Slurm's KillWait): not requeued
-    assert "interruptions: 2" in text and "resumes: 2" in text and "best so far: trial" in text, text
-    assert f"job {second} (restart 0): SIGTERM terminated, not requeued" in text, text
+    # scancel's TERM is recorded too when the stop's 5 s deadline runs out before Slurm's KillWait kills the
+    # job (a matter of seconds), never as a requeue
+    scancelled = f"job {second} (restart 0): SIGTERM terminated, not requeued"
+    recorded = scancelled in text
+    assert f"interruptions: {2 if recorded else 1}" in text, text
+    assert "resumes: 2" in text and "best so far: trial" in text, text
     assert "newest checkpoint:" in text and "trials: " in text, text
     print(text)
 
