@@ -10,12 +10,9 @@ running run is in tests/slurm.)
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 
-from conftest import HPCTUNE, QUICK_SPACE, QUICK_TRAIN_ARGS, REPO, read_records, run_cli, wait_for
-from test_resume import _trial_processes
+from conftest import QUICK_SPACE, QUICK_TRAIN_ARGS, read_records, run_cli
+from test_resume import sigkill_driver_when
 
 EPOCHS = 6
 
@@ -35,21 +32,11 @@ def _trial_with_two_checkpoints(run_dir):
 def test_a_corrupt_last_checkpoint_falls_back_to_the_previous_epoch(shared_tmp, learnable_data):
     (shared_tmp / "space.yaml").write_text(QUICK_SPACE)
     run_dir = shared_tmp / "corrupt"
-    driver = subprocess.Popen(
-        [*HPCTUNE, "tune", "model=yolov8n.yaml", f"data={learnable_data}", f"epochs={EPOCHS}", *QUICK_TRAIN_ARGS,
+    sigkill_driver_when(
+        ["tune", "model=yolov8n.yaml", f"data={learnable_data}", f"epochs={EPOCHS}", *QUICK_TRAIN_ARGS,
          "--space", str(shared_tmp / "space.yaml"), "--grace-period", str(EPOCHS), "--max-samples", "2",
          "--storage", str(shared_tmp), "--name", "corrupt"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    try:
-        wait_for(lambda: _trial_with_two_checkpoints(run_dir) or driver.poll() is not None, 900, "two checkpoints")
-        assert driver.poll() is None, "the search ended before it could be interrupted"
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait()
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-    wait_for(lambda: not _trial_processes(run_dir), 60, "the killed driver's trial processes to exit")
+        run_dir, lambda: _trial_with_two_checkpoints(run_dir), "two checkpoints")
     trial, recorded = _trial_with_two_checkpoints(run_dir)
     last = run_dir / "trials" / trial / "resume" / "last.pt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 3])  # torn mid-copy

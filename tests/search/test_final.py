@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 
-from conftest import HPCTUNE, QUICK_SPACE, QUICK_TRAIN_ARGS, REPO, run_cli, wait_for
-from test_resume import _trial_processes
+from conftest import QUICK_SPACE, QUICK_TRAIN_ARGS, run_cli
+from test_resume import sigkill_driver_when
 
 FINAL_EPOCHS = 5
 
@@ -28,21 +26,11 @@ def _mid_final(run_dir) -> bool:
 def test_final_training_killed_then_resumed_retrains_nothing(shared_tmp, learnable_data):
     (shared_tmp / "space.yaml").write_text(QUICK_SPACE)
     run_dir = shared_tmp / "final"
-    driver = subprocess.Popen(
-        [*HPCTUNE, "tune", "model=yolov8n.yaml", f"data={learnable_data}", "epochs=2", *QUICK_TRAIN_ARGS,
+    sigkill_driver_when(
+        ["tune", "model=yolov8n.yaml", f"data={learnable_data}", "epochs=2", *QUICK_TRAIN_ARGS,
          "--space", str(shared_tmp / "space.yaml"), "--grace-period", "1", "--max-samples", "2",
          "--final-epochs", str(FINAL_EPOCHS), "--storage", str(shared_tmp), "--name", "final"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    try:
-        wait_for(lambda: _mid_final(run_dir) or driver.poll() is not None, 900, "the final training mid-way")
-        assert driver.poll() is None, "the run ended before the final training could be interrupted"
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait()
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-    wait_for(lambda: not _trial_processes(run_dir), 60, "the killed driver's trial processes to exit")
+        run_dir, lambda: _mid_final(run_dir), "the final training mid-way")
     before = _final_records(run_dir)
 
     result = run_cli("resume", str(run_dir), timeout=900)

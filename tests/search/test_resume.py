@@ -29,6 +29,22 @@ def _trial_processes(run_dir: Path) -> list[psutil.Process]:
     return found
 
 
+def sigkill_driver_when(command: list[str], run_dir: Path, condition, what: str) -> None:
+    """Run `hpctune ...` as a driver, SIGKILL it once `condition()` holds (before the run ends), and
+    wait until none of its trial processes can still write."""
+    driver = subprocess.Popen([*HPCTUNE, *command], cwd=REPO, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: condition() or driver.poll() is not None, 900, what)
+        assert driver.poll() is None, f"the run ended before {what} could be interrupted"
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    wait_for(lambda: not _trial_processes(run_dir), 60, "the killed driver's trial processes to exit")
+
+
 def _ray_statuses(run_dir: Path) -> dict[str, str]:
     """Trial statuses in Ray's newest experiment snapshot ({} while none is readable)."""
     states = sorted((run_dir / "tune").glob("experiment_state-*.json"))
