@@ -119,7 +119,7 @@ def run_job(run_dir: str | Path, requeue: Callable[[str], None]) -> dict[str, An
     _, settings = _settings_or_default(rundir)
     # The interruption is recorded (and the job requeued where due) once: by the watchdog when the stop runs
     # past its deadline, or after the search returns.
-    interrupted = once(lambda signum: _record_interruption(rundir, alloc, signum, requeue))
+    interrupted = once(lambda signum: _record_interruption(rundir, alloc, settings, signum, requeue))
     stop = interrupt.StopRequest(deadline_s=lambda signum: stop_deadline_s(settings.signal_delay_s, signum),
                                  on_overrun=interrupted)
     if alloc.is_head:
@@ -199,9 +199,10 @@ def _after_search(rundir: RunDir, alloc: Allocation, stop: interrupt.StopRequest
     return summary
 
 
-def _record_interruption(rundir: RunDir, alloc: Allocation, signum: int, requeue: Callable[[str], None]) -> None:
+def _record_interruption(rundir: RunDir, alloc: Allocation, settings: ClusterSettings, signum: int,
+                         requeue: Callable[[str], None]) -> None:
     """Why the search stopped, and which epochs were in flight, into the run's events; requeue where due."""
-    reason = interruption_reason(rundir, alloc, signum)
+    reason = interruption_reason(rundir, alloc, settings, signum)
     due = reason in {"preempted", "timeout"}
     events.record(rundir.path, "interrupted", job=alloc.job_id, restart=alloc.restart_count,
                   signal=signal.Signals(signum).name, reason=reason, requeue=due, in_flight=in_flight(rundir))
@@ -209,12 +210,11 @@ def _record_interruption(rundir: RunDir, alloc: Allocation, signum: int, requeue
         requeue(reason)
 
 
-def interruption_reason(rundir: RunDir, alloc: Allocation, signum: int) -> str:
+def interruption_reason(rundir: RunDir, alloc: Allocation, settings: ClusterSettings, signum: int) -> str:
     """preempted, timeout, cancelled (hpctune cancel) or terminated (TERM from anyone else)."""
     if events.cancel_marker(rundir.path, alloc.job_id).exists():
         return "cancelled"
     left = queries.time_left_s(alloc.job_id)
-    _, settings = _settings_or_default(rundir)
     if left is not None and left <= settings.signal_delay_s + TIMEOUT_MARGIN_S:
         return "timeout"
     if signum == signal.SIGUSR2 or queries.preempted_in_this_run(alloc.job_id):  # TERM-only preemption too

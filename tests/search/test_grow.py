@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from conftest import REPO, read_records, run_cli
+from test_simulate import DRIVER, _kill_group
 
 from hpctune import api
 from hpctune.run.rundir import RunDir
@@ -153,22 +153,6 @@ def test_a_search_its_time_budget_ended_grows_by_budget_then_by_count(shared_tmp
     _check_grown(rundir, after, journal_before, rungs_before, total=total, session=3)
     spec = json.loads(rundir.manifest.read_text())["spec"]
     assert (spec["max_samples"], spec["time_budget_s"]) == (total, 60.0)
-
-
-DRIVER = """
-import sys
-from hpctune.engine import driver
-driver.run(sys.argv[1])
-"""
-
-
-def _kill_group(process: subprocess.Popen) -> None:
-    """SIGKILL the driver, then whatever of its process group (its private Ray) is left."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait()
 
 
 def test_a_killed_search_grows_without_training_an_epoch_twice(shared_tmp):
