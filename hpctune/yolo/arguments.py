@@ -157,6 +157,10 @@ def build_spec(
         )
     for note in filter(None, notes):  # said only once the whole input is valid: an error stays one line
         log.warning(note)
+    # One seed makes the whole run reproducible, as `model.tune(seed=...)` does for training: every trial trains
+    # with it (the same for all, so configurations compare on equal terms) unless train_args give their own.
+    if "seed" not in search_space:
+        train_args.setdefault("seed", seed)
     train_args.setdefault("plots", False)  # per-trial plots cost seconds each and nobody reads them
     train_args.setdefault("workers", min(8, max(0, int(cpus_per_trial) - 1)))
     return RunSpec(
