@@ -64,7 +64,8 @@ def search_options(func):
                           "(per job run; the final training's expected time is kept free)."),
         click.option("--gpu-per-trial", type=float, default=None, help="GPUs per trial; 0.25 packs 4 per GPU."),
         click.option("--cpus-per-trial", type=float, default=None, help="CPUs per trial."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the searcher and of every trial's training."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed of the searcher and of every trial's training."),
         click.option("--warm-start", default=None, metavar="RUN_DIR",
                      help="Let the searcher first learn from an earlier run's trials (same space keys and metric)."),
         click.option("--final-epochs", type=int, default=0, help="After the search, train the best configuration "

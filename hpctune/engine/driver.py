@@ -31,10 +31,13 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: Ray silent, hpctune.engine.progress prints
 
 
-def run(run_dir: str | Path, address: str | None = None, on_connect: Callable[[], None] | None = None) -> SearchResult:
+def run(run_dir: str | Path, address: str | None = None, on_connect: Callable[[], None] | None = None,
+        job_end: float | None = None) -> SearchResult:
     """Run (or resume) the search stored in run_dir; `address` names a running Ray cluster.
     `on_connect` is called once Ray is connected (ray.init() replaces the SIGTERM handler, so a
-    caller's signal handlers go in there: see hpctune.engine.interrupt)."""
+    caller's signal handlers go in there: see hpctune.engine.interrupt). `job_end` (a time): when this
+    job is stopped; no trial starts that could not finish an epoch before then (a pause: the search goes
+    on in the next job, where its epochs are kept)."""
     rundir = RunDir(run_dir)
     manifest = rundir.read_manifest()
     check_format(rundir, manifest)
@@ -51,6 +54,8 @@ def run(run_dir: str | Path, address: str | None = None, on_connect: Callable[[]
             tuner = _tuner(rundir, spec, trainer, session, grown)
             if spec.time_budget_s:  # per job run: counted from this session's start
                 Journaled.active.budget = TimeBudget(spec.time_budget_s, spec.grace_period, spec.final_epochs)
+            if job_end is not None:  # epochs are kept across jobs: a trial that ends one epoch in time is not lost
+                Journaled.active.job_end = TimeBudget(job_end - time.time(), grace_period=1)
             with scale.tuner_patches(trial_ids=lambda: Journaled.active.next_trial_id()), \
                     _search_limit(spec, grown):
                 tuner.fit()
@@ -189,6 +194,7 @@ def _tuner(rundir: RunDir, spec: RunSpec, trainer, session: int, grown: int = 0)
                 *tracking.callbacks(spec, rundir),
                 *progress.callbacks(spec, rundir),
                 *scale.callbacks(spec.metric),
+                *getattr(trainer, "callbacks", lambda spec: [])(spec),
             ],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=2),

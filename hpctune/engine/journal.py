@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ from ray.tune.search import Searcher
 from hpctune.engine.budget import TimeBudget
 from hpctune.run.journal import read_journal
 from hpctune.run.rundir import append_jsonl
+
+log = logging.getLogger(__name__)
 
 
 class Journaled(Searcher):
@@ -34,6 +37,8 @@ class Journaled(Searcher):
         self.grown = grown  # growth requests of the manifest this state has taken in (built after them: all)
         self._entries: dict[str, dict[str, Any]] | None = None  # read from the file once per driver
         self.budget: TimeBudget | None = None  # set by the driver for each session (--time-budget)
+        self.job_end: TimeBudget | None = None  # the time left to this job (set by the driver under SLURM)
+        self._paused = False  # said so in the log
         Journaled.active = self
 
     def next_trial_id(self) -> str:
@@ -48,10 +53,11 @@ class Journaled(Searcher):
         return pending
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_entries": None, "budget": None}  # the file, not a pickle, is the record
+        # the file, not a pickle, is the record; budgets are set anew by each driver
+        return {**self.__dict__, "_entries": None, "budget": None, "job_end": None, "_paused": False}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({"grown": 0, **state})  # pickles of runs written before growth existed
+        self.__dict__.update({"grown": 0, "job_end": None, "_paused": False, **state})  # pickles of older runs
         Journaled.active = self  # Tuner.restore unpickles the searcher it will drive
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
@@ -67,6 +73,9 @@ class Journaled(Searcher):
         else:
             if self.budget is not None and not self.budget.allows_new_trial():
                 return Searcher.FINISHED  # no new trial could reach the first rung in the time left
+            if self.job_end is not None and not self.job_end.allows_new_trial():
+                self._say_paused()
+                return None  # not now: the search goes on after the requeue (a pause, not an end)
             config = self.searcher.suggest(trial_id)
             if config is None or config is Searcher.FINISHED:
                 return config
@@ -77,9 +86,16 @@ class Journaled(Searcher):
         self.count += 1  # a trial is created: the next one gets the next id
         return config
 
+    def _say_paused(self) -> None:
+        if not self._paused:
+            self._paused = True
+            log.info("no new trial in this job: one started now could not finish an epoch before the job's time "
+                     "limit; the trials running go on, and the search continues after the requeue")
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if self.budget is not None:
-            self.budget.observe(result)
+        for budget in (self.budget, self.job_end):
+            if budget is not None:
+                budget.observe(result)
         self.searcher.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:

@@ -2,7 +2,8 @@
 
 A trainer module provides `trainable(config, settings)` (a Ray Tune function trainable that follows
 hpctune.engine.trial's protocol), `prepare_env(env_dir) -> dict` (the environment its trial processes
-need) and `local_resources(spec) -> (cpus, gpus)` (what a local, non-SLURM search may use).
+need) and `local_resources(spec) -> (cpus, gpus)` (what a local, non-SLURM search may use); optionally
+`callbacks(spec) -> list` (Ray Tune callbacks of its own for the driver).
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ rank 0 the Ray head and the others Ray workers; rank 0 drives the engine from th
     hpctune sbatch  -> standalone script -> srun python -m hpctune.jobs.entry RUN_DIR -> run_job()
     hpctune tune (in salloc/sbatch) -> jobs.local.run_search -> srun python -m hpctune.jobs.entry RUN_DIR
 
+Rank 0 runs the driver as a child process (jobs/driver_process.py) and watches the Ray head: when the
+head dies (its GCS crashed or was killed), Ray ends the driver's process outright, and this task records
+the loss and requeues the job like a preemption, at most max_requeues times per job.
+
 On USR2 or TERM the search stops gracefully (engine/interrupt.py), Ray is torn down on every node,
 and the job is requeued where that is due:
   USR2 (preemption, or --signal before the time limit) -> requeue; a time-limit requeue counts
@@ -20,8 +24,11 @@ Events go to RUN_DIR/slurm/events.jsonl for `hpctune status`.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -33,6 +40,7 @@ import submitit
 
 from hpctune.engine import interrupt
 from hpctune.errors import ClusterError, HpctuneError, RunDirError
+from hpctune.raycluster.node import die_with_parent
 from hpctune.run.lock import holder
 from hpctune.run.rundir import RunDir
 from hpctune.run.spec import RunSpec
@@ -48,6 +56,11 @@ CLUSTER_DIR = "cluster"  # RUN_DIR/cluster: where the nodes of each job meet (ra
 TIMEOUT_MARGIN_S = 90
 REQUEUE_ROOM_S = 20  # what the requeue itself needs before the time limit (scontrol, submitit's bookkeeping)
 MIN_STOP_DEADLINE_S = 5.0
+WATCH_S = 1.0  # how often rank 0 looks at the driver and the Ray head
+
+
+class HeadLost(ClusterError):
+    """The Ray head of this job died while the search ran: the job requeues like a preemption."""
 
 
 def stop_deadline_s(signal_delay_s: float, signum: int = signal.SIGUSR2) -> float:
@@ -105,7 +118,7 @@ def run_job(run_dir: str | Path, requeue: Callable[[str], None]) -> dict[str, An
     from hpctune.raycluster.cluster import ray_cluster
 
     entered = time.time()
-    _job_logging()
+    job_logging()
     alloc = Allocation.from_env()
     if alloc is None:
         raise ClusterError("hpctune.jobs.entry runs inside a SLURM job: submit with `hpctune submit` or sbatch")
@@ -119,9 +132,10 @@ def run_job(run_dir: str | Path, requeue: Callable[[str], None]) -> dict[str, An
     _, settings = _settings_or_default(rundir)
     # The interruption is recorded (and the job requeued where due) once: by the watchdog when the stop runs
     # past its deadline, or after the search returns.
-    interrupted = once(lambda signum: _record_interruption(rundir, alloc, settings, signum, requeue))
+    interrupted = once(lambda stopped: _record_interruption(rundir, alloc, settings, *stopped, requeue=requeue))
     stop = interrupt.StopRequest(deadline_s=lambda signum: stop_deadline_s(settings.signal_delay_s, signum),
-                                 on_overrun=interrupted)
+                                 on_overrun=lambda signum: interrupted((signum, True)),
+                                 relay=lambda signum: None)  # the driver loop relays
     if alloc.is_head:
         stop.install((signal.SIGTERM,))  # TERM during bring-up; USR2 once Ray's processes exist
         _remove_stale_tokens(rundir, alloc.job_id)
@@ -135,9 +149,14 @@ def run_job(run_dir: str | Path, requeue: Callable[[str], None]) -> dict[str, An
                           cpus_per_node=alloc.cpus, gpus_per_node=alloc.gpus)
             stop.install()
             stop.check()  # a signal during the bring-up: leave before the search starts
-            result = _search(rundir, cluster.address, stop)
+            result = _drive(rundir, cluster, stop, _job_end(alloc, settings))
     except interrupt.JobInterrupted:
         pass
+    except HeadLost as exc:
+        stop.ended()
+        if not _head_lost(rundir, alloc, settings, str(exc), requeue):
+            raise
+        return None
     except HpctuneError as exc:
         stop.ended()  # failed, not stopping: nothing for the watchdog to requeue
         if alloc.is_head:
@@ -171,7 +190,7 @@ def _remove_stale_tokens(rundir: RunDir, job_id: str) -> None:
             token.unlink(missing_ok=True)
 
 
-def _job_logging() -> None:
+def job_logging() -> None:
     """hpctune's messages (cluster bring-up, stops, requeues) into the task's stderr log."""
     logger = logging.getLogger("hpctune")
     if not logger.handlers:
@@ -181,31 +200,88 @@ def _job_logging() -> None:
         logger.setLevel(logging.INFO)
 
 
-def _search(rundir: RunDir, address: str, stop: interrupt.StopRequest):
-    from hpctune.engine import driver as search
+def _job_end(alloc: Allocation, settings: ClusterSettings) -> float | None:
+    """When this job gets its stop signal (its time limit less the signal's lead); None without a limit."""
+    try:
+        left = queries.time_left_s(alloc.job_id)
+    except HpctuneError:  # no squeue on this node: no pause, the stop signal still comes
+        return None
+    return None if left is None else time.time() + left - settings.signal_delay_s
 
-    return search.run(rundir.path, address=address, on_connect=stop.connected)
+
+def _drive(rundir: RunDir, cluster, stop: interrupt.StopRequest, job_end: float | None) -> dict[str, Any]:
+    """Run the driver as a child process until it ends; a stop is relayed to it (as USR2, which it
+    handles once it can and ignores before: the relay repeats). Returns the search's summary; raises
+    HeadLost when this node's Ray head ended first, JobInterrupted when a stop came before the search ran."""
+    report_fd, child_fd = os.pipe()
+    try:
+        child = subprocess.Popen([sys.executable, "-m", "hpctune.jobs.driver_process", str(rundir.path),
+                                  cluster.address, str(child_fd), *([repr(job_end)] if job_end else [])],
+                                 pass_fds=(child_fd,), preexec_fn=die_with_parent)
+    finally:
+        os.close(child_fd)
+    with os.fdopen(report_fd) as report:
+        while True:
+            if stop.pending():
+                child.send_signal(signal.SIGUSR2)
+            elif not cluster.head_alive():
+                child.kill()  # Ray would end it anyway, once its GCS reconnect timeout ran out
+                child.wait()
+                raise HeadLost(f"the Ray head on this node ended while the search ran (see {cluster.run_dir})")
+            try:
+                code = child.wait(WATCH_S)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        outcome = json.loads(report.read() or "{}")
+    if "summary" in outcome:
+        return outcome["summary"]
+    if outcome.get("stopped") or stop.pending():
+        raise interrupt.JobInterrupted(stop.signum or signal.SIGUSR2)
+    if "error" in outcome:
+        error = HpctuneError(outcome["error"])
+        error.exit_code = int(outcome.get("exit_code", HpctuneError.exit_code))
+        raise error
+    if not cluster.head_alive():
+        raise HeadLost(f"the Ray head on this node ended while the search ran (see {cluster.run_dir})")
+    raise ClusterError(f"the search driver ended with exit code {code}: see this job's error output and "
+                       f"{rundir.log_file}")
 
 
-def _after_search(rundir: RunDir, alloc: Allocation, stop: interrupt.StopRequest, result,
-                  interrupted: Callable[[int], None]) -> dict[str, Any]:
-    summary = {"finished": bool(result and result.finished),
-               "best_trial": getattr(result, "best_trial", None), "best_metric": getattr(result, "best_metric", None)}
+def _head_lost(rundir: RunDir, alloc: Allocation, settings: ClusterSettings, why: str,
+               requeue: Callable[[str], None]) -> bool:
+    """Record the loss of the Ray head and requeue, at most max_requeues times per job; whether it did."""
+    done = events.timeout_requeues(events.read(rundir.path), alloc.job_id, reason="head-lost")
+    due = done < settings.max_requeues
+    log.warning("%s: %s", why, "requeueing the job" if due else
+                f"not requeued ({done} times already): continue with `hpctune resume {rundir.path} --submit`")
+    events.record(rundir.path, "interrupted", job=alloc.job_id, restart=alloc.restart_count, signal=None,
+                  reason="head-lost", requeue=due, in_flight=in_flight(rundir))
+    if due:
+        requeue("head-lost")
+    return due
+
+
+def _after_search(rundir: RunDir, alloc: Allocation, stop: interrupt.StopRequest, result: dict[str, Any] | None,
+                  interrupted: Callable[[tuple[int, bool]], None]) -> dict[str, Any]:
+    summary = {"finished": False, "best_trial": None, "best_metric": None, **(result or {})}
     if stop.signum is None or summary["finished"]:  # a signal after the last trial ended stops nothing
         events.record(rundir.path, "ended", job=alloc.job_id, restart=alloc.restart_count, **summary,
                       **({"signal": stop.name} if stop.signum else {}))
         return summary
-    interrupted(stop.signum)
+    interrupted((stop.signum, False))
     return summary
 
 
 def _record_interruption(rundir: RunDir, alloc: Allocation, settings: ClusterSettings, signum: int,
-                         requeue: Callable[[str], None]) -> None:
-    """Why the search stopped, and which epochs were in flight, into the run's events; requeue where due."""
+                         overrun: bool, requeue: Callable[[str], None]) -> None:
+    """Why the search stopped, and which epochs were in flight, into the run's events; requeue where due.
+    `overrun`: the stop was still running at its deadline (recorded by the watchdog)."""
     reason = interruption_reason(rundir, alloc, settings, signum)
     due = reason in {"preempted", "timeout"}
     events.record(rundir.path, "interrupted", job=alloc.job_id, restart=alloc.restart_count,
-                  signal=signal.Signals(signum).name, reason=reason, requeue=due, in_flight=in_flight(rundir))
+                  signal=signal.Signals(signum).name, reason=reason, requeue=due, in_flight=in_flight(rundir),
+                  **({"overrun": True} if overrun else {}))
     if due:
         requeue(reason)
 

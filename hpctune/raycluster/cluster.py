@@ -37,7 +37,7 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +76,7 @@ class ClusterHandle:
     run_dir: Path  # shared folder of this bring-up: token, head.json, ray start logs
     driver_env: Mapping[str, str] = field(default_factory=dict)  # env a driver needs (set on rank 0)
     joined_s: float | None = None  # seconds from ray_cluster() to all nodes joined (rank 0)
+    head_alive: Callable[[], bool] = lambda: True  # rank 0: False once this node's `ray start` ended
 
 
 def _socket_room(root: Path, prefix: str) -> bool:
@@ -261,7 +262,7 @@ def _head(node: _Node, timeout_s: float, t0: float) -> Iterator[ClusterHandle]:
             joined_s = _wait_for_nodes(node, address, proc, deadline, t0)
             try:
                 yield ClusterHandle(True, address, node.ip, alloc.num_nodes, node.run_dir,
-                                    dict(driver_env), joined_s)
+                                    dict(driver_env), joined_s, head_alive=lambda: proc.returncode() is None)
             finally:
                 disconnect_driver()
         refresh_cached_env()  # forget this cluster's token: a later ray.init in this process has its own

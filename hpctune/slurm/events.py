@@ -64,11 +64,11 @@ def job_ids(entries: list[dict[str, Any]]) -> list[str]:
     return seen
 
 
-def timeout_requeues(entries: list[dict[str, Any]], job: str) -> int:
-    """How often `job` was requeued because it reached its time limit."""
+def timeout_requeues(entries: list[dict[str, Any]], job: str, reason: str = "timeout") -> int:
+    """How often `job` was requeued for `reason` (its time limit; or head-lost: its Ray head died)."""
     return sum(
         1 for e in entries
-        if e.get("event") == "interrupted" and e.get("job") == job and e.get("reason") == "timeout" and e.get("requeue")
+        if e.get("event") == "interrupted" and e.get("job") == job and e.get("reason") == reason and e.get("requeue")
     )
 
 

@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "gpus_per_node": 8,  # fake GPUs a local (non-SLURM) simulated run declares to Ray
     "peak": 0.6,  # the metric a perfect configuration approaches
     "noise": 0.01,  # sigma of the per-epoch metric noise
+    "stop_hang_s": 0.0,  # > 0: a driver callback hangs this long when a stop ends the experiment (a stuck W&B)
 }
 METRIC = "metrics/mAP50-95(B)"
 SPACE: dict[str, Any] = {
@@ -84,6 +85,25 @@ def create_run(**kwargs: Any):
     from hpctune.api import create_run as create
 
     return create(make_spec(**kwargs))
+
+
+def callbacks(spec) -> list:
+    """Driver callbacks of simulated runs: the one that hangs on a stop, where `stop_hang_s` asks for it."""
+    hang_s = float(spec.simulate.get("stop_hang_s", 0.0))
+    return [_HangOnStop(hang_s)] if hang_s > 0 else []
+
+
+def _HangOnStop(hang_s: float):  # noqa: N802  (a class made on use: Ray's Callback is imported only by drivers)
+    from ray.tune import Callback
+
+    class HangOnStop(Callback):
+        """Stands for a callback that blocks the end of an interrupted search (W&B waiting on its uploads)."""
+
+        def on_experiment_end(self, trials, **info):
+            if not all(trial.status == "TERMINATED" or trial.status == "ERROR" for trial in trials):
+                time.sleep(hang_s)
+
+    return HangOnStop()
 
 
 def local_resources(spec) -> tuple[int, int]:

@@ -21,6 +21,7 @@ from slurm_helpers import (
     finished,
     hpctune,
     job_logs,
+    kill_ray_node,
     read_records,
     sh,
     slurm,
@@ -120,20 +121,22 @@ def test_preempted_twice_by_a_high_priority_job_completes(env, shared_tmp, tiny_
     print(text)
 
 
-def test_time_limit_requeues_until_the_search_is_done(env, shared_tmp):
-    """A job with a 2-minute --time (USR2 30 s before the end) is requeued by its own time limit and
-    the search completes. Simulated trials (hpctune.testing.simulate: epochs are sleeps of a few seconds)
-    make the search's length, and so the timeouts, predictable on this busy machine."""
+def test_time_limit_requeues_until_the_search_is_done_even_when_the_stop_hangs(env, shared_tmp):
+    """A job with a 2-minute --time (USR2 10 s before the end) is requeued by its own time limit and
+    the search completes, although a driver callback hangs at every stop (a stuck W&B upload): the stop's
+    deadline (5 s in a 10 s lead) records the interruption and requeues in time. Simulated trials
+    (hpctune.testing.simulate: epochs are sleeps of a few seconds) make the search's length, and so the
+    timeouts, predictable on this busy machine."""
     from hpctune.api import create_run
     from hpctune.jobs import submit as jobs
     from hpctune.slurm.settings import ClusterSettings, check_with_cluster
     from hpctune.testing import simulate
 
-    # Slurm sends --signal 0-30 s before it is due (it checks every 30 s): USR2 60-90 s into each
+    # Slurm sends --signal 0-30 s before it is due (it checks every 30 s): USR2 80-110 s into each
     # run. 15 epochs of 6 s outlast the first run even on an idle machine.
     spec = simulate.make_spec(name="timeout", storage=shared_tmp, trials=4, epochs=15, grace_period=15,
-                              epoch_s=6.0, trial_spread=0.0, epoch_jitter=0.0)
-    settings = ClusterSettings(nodes=2, gpus_per_node=2, cpus_per_node=2, time_min=2, signal_delay_s=30,
+                              epoch_s=6.0, trial_spread=0.0, epoch_jitter=0.0, stop_hang_s=600.0)
+    settings = ClusterSettings(nodes=2, gpus_per_node=2, cpus_per_node=2, time_min=2, signal_delay_s=10,
                                max_requeues=5)
     spec.cluster = check_with_cluster(settings).to_dict()
     run_dir = create_run(spec).path
@@ -149,6 +152,7 @@ def test_time_limit_requeues_until_the_search_is_done(env, shared_tmp):
     assert starts == list(range(len(stops) + 1)), starts
     assert_at_most_the_epoch_in_flight_lost(run_dir)
     assert_in_flight_matches_records(run_dir)
+    assert all(e.get("overrun") for e in stops), f"a stop that hung was not cut short by its deadline: {stops}"
     print(f"timeouts: {len(stops)}; runs: {[r['State'] for r in runs]}")
 
 
@@ -227,3 +231,34 @@ def test_a_preemption_by_sigterm_alone_is_recognised_and_resumed(env, shared_tmp
     assert_at_most_the_epoch_in_flight_lost(run_dir)
     stops = [e for e in events(run_dir) if e["event"] == "interrupted"]
     assert [(e["signal"], e["reason"], e["requeue"]) for e in stops] == [("SIGTERM", "preempted", True)], stops
+
+
+def test_a_lost_ray_head_requeues_the_job_and_the_search_completes(env, shared_tmp):
+    """Every Ray process of the head node SIGKILLed mid-search (its GCS with them): the driver, a child of
+    rank 0, is ended; rank 0 records the loss and requeues the job, which completes the search with no epoch
+    trained twice. Simulated trials: epochs are 2 s sleeps."""
+    from hpctune.api import create_run
+    from hpctune.jobs import submit as jobs
+    from hpctune.slurm.settings import ClusterSettings, check_with_cluster
+    from hpctune.testing import simulate
+
+    spec = simulate.make_spec(name="head-lost", storage=shared_tmp, trials=4, epochs=8, grace_period=8,
+                              epoch_s=2.0, trial_spread=0.0, epoch_jitter=0.0)
+    settings = ClusterSettings(nodes=2, gpus_per_node=2, cpus_per_node=2, time_min=30, max_requeues=1)
+    spec.cluster = check_with_cluster(settings).to_dict()
+    run_dir = create_run(spec).path
+    job = jobs.submit(run_dir)
+    wait_for(lambda: _started(run_dir, 0), 300, "the job's start")
+    wait_for(lambda: any(len(rs) >= 2 for rs in read_records(run_dir).values()), 300, "two epochs of a trial")
+    kill_ray_node(job, 0)
+    wait_for(lambda: _started(run_dir, 1), 300, "the restart after the head was lost")
+    runs = wait_job_done(env, job, 600, run_dir)
+    assert runs[-1]["State"] == "COMPLETED" and len(runs) == 2, (runs, job_logs(run_dir, job))
+    assert_completed_search(run_dir, 4)
+    assert_clean_end(env, job, run_dir, killed=True)
+    stops = [e for e in events(run_dir) if e["event"] == "interrupted"]
+    assert [(e["reason"], e["requeue"]) for e in stops] == [("head-lost", True)], stops
+    assert not [e for e in events(run_dir) if e["event"] == "failed"]
+    sessions = assert_at_most_the_epoch_in_flight_lost(run_dir)
+    assert_in_flight_matches_records(run_dir)
+    assert any(len(set(s)) > 1 for s in sessions.values()), f"no trial continued after the loss: {sessions}"

@@ -31,3 +31,16 @@ def test_the_searcher_finishes_when_the_budget_is_spent(tmp_path):
     journal.budget = TimeBudget(-1.0, grace_period=1)  # already over
     assert journal.suggest(journal.next_trial_id()) is Searcher.FINISHED
     assert journal.count == 0 and not (tmp_path / "suggestions.jsonl").exists()
+
+
+def test_near_the_jobs_end_the_searcher_pauses_rather_than_finishes(tmp_path):
+    """The job's time limit (under SLURM) holds new trials back without ending the search: the next job goes on."""
+    searcher = make_searcher("random", space={"lr0": {"loguniform": [1e-4, 1e-2]}}, metric="m", max_epochs=9,
+                             seed=0, baseline=None)
+    journal = Journaled(searcher, tmp_path / "suggestions.jsonl", None)
+    journal.job_end = TimeBudget(5.0, grace_period=1)
+    journal.on_trial_result("t", {"time_this_iter_s": 10.0})  # an epoch takes longer than the time left
+    assert journal.suggest(journal.next_trial_id()) is None
+    assert journal.count == 0 and not (tmp_path / "suggestions.jsonl").exists()
+    journal.job_end = None  # the next job: a fresh limit
+    assert journal.suggest(journal.next_trial_id()) is not None and journal.count == 1

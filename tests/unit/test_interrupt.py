@@ -82,3 +82,21 @@ def test_a_term_is_a_preemption_only_when_slurm_chose_this_run(monkeypatch):
     assert not queries.preempted_in_this_run("7")
     details()  # Slurm knows no such job
     assert not queries.preempted_in_this_run("7")
+
+
+def test_a_lost_ray_head_requeues_at_most_max_requeues_times(tmp_path):
+    from hpctune.jobs.entry import _head_lost
+    from hpctune.run.rundir import RunDir
+    from hpctune.slurm import events
+    from hpctune.slurm.allocation import Allocation
+    from hpctune.slurm.settings import ClusterSettings
+
+    alloc = Allocation(job_id="7", nodes=("n1", "n2"), node_rank=0, cpus=2)
+    settings = ClusterSettings(max_requeues=2)
+    requeued = []
+    verdicts = [_head_lost(RunDir(tmp_path), alloc, settings, "head gone", requeued.append) for _ in range(3)]
+    assert verdicts == [True, True, False] and requeued == ["head-lost"] * 2
+    recorded = [(e["reason"], e["requeue"]) for e in events.read(tmp_path) if e["event"] == "interrupted"]
+    assert recorded == [("head-lost", True), ("head-lost", True), ("head-lost", False)]
+    other_job = Allocation(job_id="8", nodes=("n1",), node_rank=0, cpus=2)  # counted per job
+    assert _head_lost(RunDir(tmp_path), other_job, settings, "head gone", requeued.append)
