@@ -106,8 +106,10 @@ def render(status: RunStatus, now: float | None = None) -> list[str]:
         for e in interruptions:
             lost = ", ".join(f"{t} epoch {n}" for t, n in sorted(e.get("in_flight", {}).items())) or "nothing"
             then = "requeued" if e.get("requeue") else "not requeued"
-            lines.append(f"  {_when(e['time'])} job {e['job']} (restart {e.get('restart', 0)}): {e.get('signal')} "
-                         f"{e.get('reason')}, {then}; epochs in flight (lost): {lost}")
+            cause = " ".join(filter(None, (e.get("signal"), e.get("reason"))))  # a lost head has no signal
+            late = " (the stop ran past its deadline)" if e.get("overrun") else ""
+            lines.append(f"  {_when(e['time'])} job {e['job']} (restart {e.get('restart', 0)}): {cause}, "
+                         f"{then}{late}; epochs in flight (lost): {lost}")
     if status.resumes:
         lines.append(f"resumes: {len(status.resumes)}")
         for r in status.resumes:

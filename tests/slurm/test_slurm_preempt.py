@@ -262,3 +262,5 @@ def test_a_lost_ray_head_requeues_the_job_and_the_search_completes(env, shared_t
     sessions = assert_at_most_the_epoch_in_flight_lost(run_dir)
     assert_in_flight_matches_records(run_dir)
     assert any(len(set(s)) > 1 for s in sessions.values()), f"no trial continued after the loss: {sessions}"
+    text = hpctune("status", str(run_dir), env=env).stdout
+    assert "interruptions: 1" in text and "head-lost, requeued" in text, text
