@@ -4,8 +4,13 @@
 Where it is refused outright (Lustre mounted `noflock`, some NFS set-ups: ENOLCK, EOPNOTSUPP, ...),
 a lease file instead: created exclusively, naming its holder (host, pid, Slurm job), its mtime
 refreshed every HEARTBEAT_S by the holder; a lease not refreshed for STALE_S is a dead driver's and
-is taken over. Two takers of one stale lease in the same instant could both win: the lease fences a
-second job or a forgotten terminal, not a race of milliseconds.
+is taken over, and so at once is one whose holder was an earlier run of this same Slurm job (a requeued
+job's processes are all gone before it runs again) or a process of this host that no longer exists.
+Two takers of one stale lease in the same instant could both win: the lease fences a second job or a
+forgotten terminal, not a race of milliseconds.
+
+Where flock seems to work but fences nothing across nodes (Lustre `localflock`, NFS `local_lock=flock`:
+each node grants its own lock), nothing can detect it: `HPCTUNE_RUN_LOCK=lease` asks for the lease.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import socket
 import threading
 import time
@@ -26,6 +32,7 @@ LOCK = ".lock"
 LEASE = ".lease"
 HEARTBEAT_S = 20.0
 STALE_S = 120.0
+LOCK_KIND = "HPCTUNE_RUN_LOCK"  # "lease": no flock at all (node-local flock on a shared file system)
 
 
 def holder_line() -> str:
@@ -41,6 +48,10 @@ def _busy(run: Path, holder: str) -> RunDirError:
 def hold(run: Path) -> Iterator[None]:
     """Hold the run for this process, or raise RunDirError naming who holds it."""
     run.mkdir(parents=True, exist_ok=True)
+    if _lease_asked():
+        with _lease(run):
+            yield
+        return
     fd = os.open(run / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
@@ -64,7 +75,7 @@ def hold(run: Path) -> Iterator[None]:
 def holder(run: Path) -> str | None:
     """Who holds the run now (None: nobody), without taking it."""
     try:
-        fd = os.open(run / LOCK, os.O_RDONLY)
+        fd = -1 if _lease_asked() else os.open(run / LOCK, os.O_RDONLY)
     except OSError:
         fd = -1
     if fd >= 0:
@@ -81,13 +92,37 @@ def holder(run: Path) -> str | None:
     return _live_lease(run / LEASE)
 
 
+def _lease_asked() -> bool:
+    return os.environ.get(LOCK_KIND, "").strip().lower() == "lease"
+
+
 def _live_lease(path: Path) -> str | None:
     try:
         if time.time() - path.stat().st_mtime > STALE_S:
             return None
-        return path.read_text().strip() or "another process"
+        text = path.read_text().strip()
     except OSError:
         return None
+    return None if _holder_gone(text) else text or "another process"
+
+
+def _holder_gone(line: str) -> bool:
+    """Whether the holder named by a lease is known dead: an earlier run of this Slurm job, or a process
+    of this host that does not exist."""
+    found = re.match(r"pid (\d+) on (\S+)(?: \(job (\S+)\))?", line)
+    if found is None:
+        return False
+    pid, host, job = int(found[1]), found[2], found[3]
+    if job is not None and job == os.environ.get("SLURM_JOB_ID") and pid != os.getpid():
+        return True
+    if host == socket.gethostname() and pid != os.getpid():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+    return False
 
 
 @contextlib.contextmanager
@@ -104,7 +139,8 @@ def _lease(run: Path) -> Iterator[None]:
     except FileExistsError:
         raise _busy(run, _live_lease(path) or "another process") from None
     with os.fdopen(fd, "w") as f:
-        f.write(f"{holder_line()} [lease: this file system has no working flock]\n")
+        why = f"{LOCK_KIND}=lease" if _lease_asked() else "this file system has no working flock"
+        f.write(f"{holder_line()} [lease: {why}]\n")
     for stale in run.glob(f"{LEASE}.stale-*"):
         stale.unlink(missing_ok=True)
     stop = threading.Event()

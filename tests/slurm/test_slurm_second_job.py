@@ -29,8 +29,11 @@ def _sbatch(script, env) -> str:
     return out.stdout.strip().split(";")[0]
 
 
-def test_a_second_job_of_a_running_run_leaves_at_once_and_the_first_completes(shared_tmp, tiny_data):
-    env = cluster_env()
+@pytest.mark.parametrize("run_lock", ["flock", "lease"])
+def test_a_second_job_of_a_running_run_leaves_at_once_and_the_first_completes(shared_tmp, tiny_data, run_lock):
+    """Both kinds of run lock: flock, and the lease (HPCTUNE_RUN_LOCK=lease, as where flock is refused or
+    node-local), whose holder line names the first job."""
+    env = cluster_env(**({"HPCTUNE_RUN_LOCK": "lease"} if run_lock == "lease" else {}))
     space = shared_tmp / "space-twice.yaml"
     space.write_text(SPACE)
     run_dir = shared_tmp / "twice"
@@ -50,6 +53,7 @@ def test_a_second_job_of_a_running_run_leaves_at_once_and_the_first_completes(sh
     assert runs[-1]["State"].split()[0] == "FAILED", runs
     logs = job_logs(run_dir, second)
     assert f"run {run_dir} is being driven by pid" in logs and f"(job {first})" in logs, logs
+    assert ("[lease: HPCTUNE_RUN_LOCK=lease]" in logs) == (run_lock == "lease"), logs
     assert squeue_state(env, first) == "RUNNING"  # untouched: its Ray cluster and token are its own
     assert not [e for e in events(run_dir) if e.get("job") == second]  # nothing of job 2 in the run's status
 

@@ -74,3 +74,33 @@ def test_the_lease_is_kept_fresh_while_held(tmp_path, no_flock, monkeypatch):
         os.utime(lease, (old, old))
         time.sleep(0.3)
         assert time.time() - lease.stat().st_mtime < 5
+
+
+def test_a_lease_of_an_earlier_run_of_this_job_or_of_a_dead_local_process_is_taken_over_at_once(
+        tmp_path, no_flock, monkeypatch):
+    import socket
+    import subprocess
+
+    lease = tmp_path / lock.LEASE
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    lease.write_text("pid 4242 on other-node (job 7) [lease: this file system has no working flock]\n")
+    assert lock.holder(tmp_path) is None  # fresh, but a requeued job's earlier processes are all gone
+    lease.write_text("pid 4242 on other-node (job 8)\n")
+    assert "job 8" in lock.holder(tmp_path)  # another job: alive as far as anyone here can tell
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    lease.write_text(f"pid {gone.pid} on {socket.gethostname()}\n")
+    assert lock.holder(tmp_path) is None
+    with lock.hold(tmp_path):
+        assert f"pid {os.getpid()}" in lease.read_text()
+
+
+def test_hpctune_run_lock_lease_uses_the_lease_where_flock_works(tmp_path, monkeypatch):
+    """For file systems whose flock is node-local (it works, but fences nothing across nodes)."""
+    monkeypatch.setenv(lock.LOCK_KIND, "lease")
+    with lock.hold(tmp_path):
+        assert "[lease" in lock.holder(tmp_path) and not (tmp_path / lock.LOCK).exists()
+        with pytest.raises(RunDirError, match="being driven by pid"):
+            with lock.hold(tmp_path):
+                pass
+    assert lock.holder(tmp_path) is None
