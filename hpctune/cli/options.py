@@ -49,8 +49,9 @@ def search_options(func):
         click.option("--data", default=None, help="Dataset yaml (or folder for classify)."),
         click.option("--space", default=None,
                      help="Search space: ultralytics (default, Ultralytics' Ray space), seed, or a YAML/JSON file."),
-        click.option("--search", "search_alg", type=click.Choice(["evolve", "tpe", "optuna", "random"]), default=None,
-                     help="Search algorithm (default tpe). tpe = optuna: Optuna's multivariate TPE."),
+        click.option("--search", "search_alg", type=click.Choice(["auto", "evolve", "tpe", "optuna", "random"]),
+                     default=None, help="Search algorithm (default auto: random below 30 trials, tpe from 30). "
+                     "tpe = optuna: Optuna's multivariate TPE."),
         click.option("--metric", default=None, help="Metric to maximise: mAP50-95 (default), mAP50, fitness; "
                      "top1/top5 for classify."),
         click.option("--epochs", type=int, default=None, help="Epochs per trial = ASHA's max_t (default 100)."),

@@ -34,8 +34,12 @@ TASK_METRIC = {
 }
 _SUFFIX = {"detect": "(B)", "obb": "(B)", "segment": "(M)", "pose": "(P)"}
 METRIC_NAMES = ("mAP50-95", "mAP50", "fitness", "top1", "top5")
-SEARCH_ALGS = ("evolve", "tpe", "optuna", "random")
-DEFAULT_SEARCH_ALG = "tpe"  # the best of hpctune's searchers in scripts/bench_search_quality.py (README)
+SEARCH_ALGS = ("auto", "evolve", "tpe", "optuna", "random")
+DEFAULT_SEARCH_ALG = "auto"
+# `auto`: random below this many trials, tpe from it on. At 8 trials random found the best models on real
+# YOLO (scripts/bench_search_quality.py, two runs) and ties tpe on a synthetic objective; from 30 trials
+# tpe wins there on most seeds (scripts/bench_searcher_feedback.py). Figures: README, "Search quality".
+MODEL_BASED_FROM = 30
 UNLIMITED_TRIALS = 100_000  # --time-budget without --max-samples: the budget ends the search
 # Set by hpctune for every trial; a user value would break the run directory or the search.
 RESERVED_TRAIN_ARGS = {"project", "name", "resume", "exist_ok", "mode", "tune", "device"}
@@ -97,6 +101,8 @@ def build_spec(
     if not isinstance(max_samples, int) or isinstance(max_samples, bool) or not 0 < max_samples <= UNLIMITED_TRIALS:
         raise SpecError(f"max_samples must be a whole number from 1 to {UNLIMITED_TRIALS} (got {max_samples}): "
                         "e.g. --max-samples 10")
+    if search_alg == "auto":
+        search_alg = "tpe" if max_samples >= MODEL_BASED_FROM else "random"
     grace_period = _positive_int("grace_period", grace_period)
     if grace_period > epochs:
         raise SpecError(

@@ -1,0 +1,30 @@
+"""Defaults a search is built with (hpctune.yolo.arguments.build_spec): the searcher for the budget, the seed."""
+
+import pytest
+
+
+def _spec(data, tmp_path, **kwargs):
+    from hpctune.run.spec import Resources
+    from hpctune.yolo.arguments import build_spec
+
+    kwargs = {"max_samples": 8, **kwargs}
+    return build_spec(data=str(data), epochs=10, grace_period=3, storage=str(tmp_path), name="x",
+                      resources=Resources(cpus=2, gpus=0), **kwargs)
+
+
+@pytest.mark.parametrize(("settings", "searcher"), [
+    ({"max_samples": 8}, "random"),  # too few trials for a model to pay (bench_search_quality: random best)
+    ({"max_samples": 29}, "random"),
+    ({"max_samples": 30}, "tpe"),
+    ({"max_samples": None, "time_budget": "1:00:00"}, "tpe"),  # the budget decides: open-ended
+    ({"max_samples": 8, "search_alg": "tpe"}, "tpe"),  # asked for: kept
+    ({"max_samples": 8, "search_alg": "optuna"}, "tpe"),
+    ({"max_samples": 100, "search_alg": "evolve"}, "evolve"),
+])
+def test_auto_picks_random_for_small_budgets_and_tpe_from_30_trials(tiny_data, tmp_path, settings, searcher):
+    assert _spec(tiny_data, tmp_path, **settings).search_alg == searcher
+
+
+def test_the_seed_seeds_every_trials_training_unless_given(tiny_data, tmp_path):
+    assert _spec(tiny_data, tmp_path, seed=5).train_args["seed"] == 5
+    assert _spec(tiny_data, tmp_path, seed=5, train_args={"seed": 2}).train_args["seed"] == 2
