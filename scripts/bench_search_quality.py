@@ -32,11 +32,10 @@ offline, so it runs from a fresh clone with no other state. CPU only.
     .venv/bin/python scripts/bench_search_quality.py [--trials 8] [--epochs 10] [--grace 3] [--seeds 0 1]
         [--imgsz 96] [--algs tpe evolve random] [--rows untuned ultralytics-genetic ...] [--workdir DIR]
 
-With the defaults on 2 CPU cores an epoch takes 4-5 s. Measured (seeds 0 1): untuned 0.005 in 129 s,
-ultralytics-genetic 0.064/0.160 in 908 s (160 epochs), ultralytics-ray 0.143/0.037 in 334 s (76 epochs):
-the three peer rows take ~23 min, each hpctune row about as long as ultralytics-ray. Training from
-scratch for 10 epochs is noisy on this data (one configuration scored 0.03-0.14 across runs): use
-more seeds before reading a difference between two searches as real.
+With the defaults on 2 CPU cores an epoch takes 4-5 s; the three peer rows take ~27 min for three
+seeds, each hpctune row about as long as ultralytics-ray (figures: README, "Search quality").
+Training from scratch for 10 epochs is noisy on this data (one configuration scored 0.028-0.137 over
+three training seeds): use more seeds before reading a difference between two searches as real.
 """
 
 from __future__ import annotations

@@ -101,8 +101,8 @@ def build_spec(
     if not isinstance(max_samples, int) or isinstance(max_samples, bool) or not 0 < max_samples <= UNLIMITED_TRIALS:
         raise SpecError(f"max_samples must be a whole number from 1 to {UNLIMITED_TRIALS} (got {max_samples}): "
                         "e.g. --max-samples 10")
-    if search_alg == "auto":
-        search_alg = "tpe" if max_samples >= MODEL_BASED_FROM else "random"
+    if search_alg == "auto":  # an earlier run's results (--warm-start) are for a model to learn from
+        search_alg = "tpe" if max_samples >= MODEL_BASED_FROM or warm_start else "random"
     grace_period = _positive_int("grace_period", grace_period)
     if grace_period > epochs:
         raise SpecError(
