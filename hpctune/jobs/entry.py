@@ -213,6 +213,7 @@ def _drive(rundir: RunDir, cluster, stop: interrupt.StopRequest, job_end: float 
     """Run the driver as a child process until it ends; a stop is relayed to it (as USR2, which it
     handles once it can and ignores before: the relay repeats). Returns the search's summary; raises
     HeadLost when this node's Ray head ended first, JobInterrupted when a stop came before the search ran."""
+    lost = HeadLost(f"the Ray head on this node ended while the search ran (see {cluster.run_dir})")
     report_fd, child_fd = os.pipe()
     try:
         child = subprocess.Popen([sys.executable, "-m", "hpctune.jobs.driver_process", str(rundir.path),
@@ -220,20 +221,22 @@ def _drive(rundir: RunDir, cluster, stop: interrupt.StopRequest, job_end: float 
                                  pass_fds=(child_fd,), preexec_fn=die_with_parent)
     finally:
         os.close(child_fd)
-    with os.fdopen(report_fd) as report:
+    try:
         while True:
             if stop.pending():
                 child.send_signal(signal.SIGUSR2)
             elif not cluster.head_alive():
                 child.kill()  # Ray would end it anyway, once its GCS reconnect timeout ran out
                 child.wait()
-                raise HeadLost(f"the Ray head on this node ended while the search ran (see {cluster.run_dir})")
+                raise lost
             try:
                 code = child.wait(WATCH_S)
                 break
             except subprocess.TimeoutExpired:
                 continue
-        outcome = json.loads(report.read() or "{}")
+        outcome = json.loads(_read_written(report_fd) or "{}")
+    finally:
+        os.close(report_fd)
     if "summary" in outcome:
         return outcome["summary"]
     if outcome.get("stopped") or stop.pending():
@@ -243,9 +246,25 @@ def _drive(rundir: RunDir, cluster, stop: interrupt.StopRequest, job_end: float 
         error.exit_code = int(outcome.get("exit_code", HpctuneError.exit_code))
         raise error
     if not cluster.head_alive():
-        raise HeadLost(f"the Ray head on this node ended while the search ran (see {cluster.run_dir})")
+        raise lost
     raise ClusterError(f"the search driver ended with exit code {code}: see this job's error output and "
                        f"{rundir.log_file}")
+
+
+def _read_written(fd: int) -> str:
+    """What the ended driver wrote to the pipe; without waiting for an EOF that a process it left behind
+    (holding the pipe open) would hold back."""
+    os.set_blocking(fd, False)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
 
 
 def _head_lost(rundir: RunDir, alloc: Allocation, settings: ClusterSettings, why: str,
