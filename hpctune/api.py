@@ -15,9 +15,9 @@ from hpctune.errors import SpecError
 from hpctune.run.journal import read_journal
 from hpctune.run.results import SearchResult, load_result
 from hpctune.run.rundir import FORMAT, MANIFEST, RunDir, atomic_write_json, check_format, dir_mode
-from hpctune.run.spec import RunSpec
+from hpctune.run.spec import UNLIMITED_TRIALS, RunSpec
 from hpctune.slurm.timelimit import parse_time
-from hpctune.yolo.arguments import UNLIMITED_TRIALS, build_spec
+from hpctune.yolo.arguments import build_spec
 from hpctune.yolo.data import write_data_yaml
 
 _PACKAGES = ("hpctune", "ultralytics", "ray", "torch", "submitit", "wandb", "optuna")

@@ -30,7 +30,7 @@ from ray.tune import Callback
 
 from hpctune.engine.trial import trained_epoch_seconds
 from hpctune.run.rundir import RunDir
-from hpctune.run.spec import RunSpec
+from hpctune.run.spec import UNLIMITED_TRIALS, RunSpec
 
 STATES = ("running", "pending", "completed", "stopped", "error")
 
@@ -121,13 +121,15 @@ class Board:
     """What the progress display knows, fed with trial events; renders nothing itself."""
 
     def __init__(self, *, metric: str, epochs: int, grace_period: int, reduction_factor: int, total: int,
-                 keys: list[str], start: float | None = None, baseline: dict[str, Any] | None = None):
+                 keys: list[str], start: float | None = None, baseline: dict[str, Any] | None = None,
+                 budget_s: float | None = None):
         self.metric = metric
         self.baseline = baseline or None  # the untuned configuration: its trial is shown beside the best
         self.epochs = epochs
         self.reduction_factor = reduction_factor
         self.milestones = rung_milestones(epochs, grace_period, reduction_factor)
         self.total = total
+        self.budget_s = budget_s or None  # --time-budget: new trials start until it ends
         self.keys = keys
         self.start = time.monotonic() if start is None else start
         self.trials: dict[str, TrialView] = {}
@@ -173,13 +175,14 @@ class Board:
         counts = {state: 0 for state in STATES}
         for view in self.trials.values():
             counts[view.state] += 1
-        counts["pending"] += max(0, self.total - len(self.trials))
+        if self.total < UNLIMITED_TRIALS:  # a time budget without a trial count: no number is pending
+            counts["pending"] += max(0, self.total - len(self.trials))
         return counts
 
     def elapsed(self, now: float | None = None) -> float:
         return (time.monotonic() if now is None else now) - self.start
 
-    def eta(self) -> float | None:
+    def eta(self, now: float | None = None) -> float | None:
         """Seconds left, or None before the first epoch time is known."""
         if not self.epoch_seconds:
             return None
@@ -191,12 +194,18 @@ class Board:
         fresh = expected_epochs_left(0, self.epochs, self.milestones, self.reduction_factor)
         work = sum(left_each) + counts["pending"] * fresh
         parallel = max(1, len(running))
-        return max(work / parallel, max(left_each, default=0.0)) * per_epoch
+        by_count = max(work / parallel, max(left_each, default=0.0)) * per_epoch
+        if self.budget_s is None:
+            return by_count
+        # with a budget, new trials stop at its end; the running ones then finish
+        by_budget = max(self.budget_s - self.elapsed(now), max(left_each, default=0.0) * per_epoch)
+        return min(by_budget, by_count) if counts["pending"] else by_budget
 
     def status_line(self, now: float | None = None) -> str:
         counts = self.counts()
         done = counts["completed"] + counts["stopped"] + counts["error"]
-        parts = [f"trials {done} done/{counts['running']} running/{counts['pending']} pending"]
+        parts = [f"trials {done} done/{counts['running']} running/{counts['pending']} pending"
+                 if self.total < UNLIMITED_TRIALS else f"trials {done} done/{counts['running']} running"]
         if counts["stopped"] or counts["error"]:
             parts[0] += f" ({counts['stopped']} stopped by ASHA" + (
                 f", {counts['error']} failed)" if counts["error"] else ")")
@@ -208,7 +217,9 @@ class Board:
                 parts[-1] += f" vs baseline {base.metric:.4f}, {value - base.metric:+.4f}"
         else:
             parts.append("best -")
-        parts.append(f"eta ~{fmt_duration(self.eta())}" if counts["running"] or counts["pending"] else "all done")
+        open_ended = self.budget_s is not None and self.elapsed(now) < self.budget_s
+        parts.append(f"eta ~{fmt_duration(self.eta(now))}" if counts["running"] or counts["pending"] or open_ended
+                     else "all done")
         return f"[{fmt_duration(self.elapsed(now))}] " + " | ".join(parts)
 
     def rows(self, limit: int = 20) -> tuple[list[TrialView], int]:
@@ -368,6 +379,7 @@ class ProgressCallback(Callback):
         self.keys_plain = differing_keys(spec.space, configs, 3)
         self.keys_rich = differing_keys(spec.space, configs, 5)
         self.baseline = spec.baseline
+        self.budget_s = spec.time_budget_s or None
         self.board: Board | None = None
         self.display: PlainDisplay | RichDisplay | None = None
 
@@ -383,7 +395,7 @@ class ProgressCallback(Callback):
         keys = self.keys_rich if mode == "rich" else self.keys_plain
         self.board = Board(metric=self.metric, epochs=self.epochs, grace_period=self.grace_period,
                            reduction_factor=self.reduction_factor, total=self.total, keys=keys,
-                           baseline=self.baseline)
+                           baseline=self.baseline, budget_s=getattr(self, "budget_s", None))
         interval = float(os.environ.get("HPCTUNE_PROGRESS_INTERVAL", "10"))
         try:
             self.display = RichDisplay(self.board, stream) if mode == "rich" else PlainDisplay(
@@ -391,7 +403,8 @@ class ProgressCallback(Callback):
         except Exception:  # noqa: BLE001  (a terminal rich cannot drive: fall back to lines)
             self.display = PlainDisplay(self.board, stream, interval)
         rungs = ", ".join(map(str, self.board.milestones)) or "none"
-        self.display.say(f"search {self.name}: {self.total} trials of up to {self.epochs} epochs; ASHA keeps "
+        trials = f"{self.total} trials" if self.total < UNLIMITED_TRIALS else "trials until the time budget ends"
+        self.display.say(f"search {self.name}: {trials} of up to {self.epochs} epochs; ASHA keeps "
                          f"1/{self.reduction_factor} at epochs {rungs}; metric {self.metric}")
 
     def _sync(self, trials) -> None:

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+UNLIMITED_TRIALS = 100_000  # --time-budget without --max-samples: the budget ends the search
+
 
 @dataclass
 class RunSpec:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hpctune.errors import SpecError
-from hpctune.run.spec import Resources, RunSpec
+from hpctune.run.spec import UNLIMITED_TRIALS, Resources, RunSpec
 from hpctune.run.warmstart import check_source
 from hpctune.slurm.timelimit import parse_time
 from hpctune.yolo import space as spaces
@@ -40,7 +40,6 @@ DEFAULT_SEARCH_ALG = "auto"
 # YOLO (scripts/bench_search_quality.py, two runs) and ties tpe on a synthetic objective; from 30 trials
 # tpe wins there on most seeds (scripts/bench_searcher_feedback.py). Figures: README, "Search quality".
 MODEL_BASED_FROM = 30
-UNLIMITED_TRIALS = 100_000  # --time-budget without --max-samples: the budget ends the search
 # Set by hpctune for every trial; a user value would break the run directory or the search.
 RESERVED_TRAIN_ARGS = {"project", "name", "resume", "exist_ok", "mode", "tune", "device"}
 

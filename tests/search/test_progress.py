@@ -155,3 +155,21 @@ def test_differing_keys_prefer_wide_spreads():
                {"lr0": 1e-1, "momentum": 0.81, "optimizer": "SGD"}]
     assert progress.differing_keys(space, configs, 2) == ["lr0", "momentum"]
     assert progress.one_line("a\x1b[2Kb\r\nc") == "a?[2Kb c"
+
+
+def test_a_time_budget_search_shows_no_pending_count_and_an_eta_within_the_budget():
+    """--time-budget without a trial count: new trials start until the budget ends, so no number of pending
+    trials exists; the estimate is the budget's end (or the running trials' end, if later)."""
+    from hpctune.run.spec import UNLIMITED_TRIALS
+
+    board = progress.Board(metric="m", epochs=9, grace_period=1, reduction_factor=3, total=UNLIMITED_TRIALS,
+                           keys=[], start=0.0, budget_s=600.0)
+    board.started("a", {})
+    board.result("a", {"epoch": 1, "m": 0.1, "time_this_iter_s": 10.0})
+    line = board.status_line(now=100.0)
+    assert "pending" not in line and "trials 0 done/1 running" in line, line
+    assert board.eta(now=100.0) == pytest.approx(500.0)  # the budget left, not 100 000 trials' worth
+    assert board.eta(now=590.0) == pytest.approx(40.0)  # then the running trial's expected epochs left (ASHA)
+    capped = progress.Board(metric="m", epochs=9, grace_period=1, reduction_factor=3, total=4, keys=[],
+                            start=0.0, budget_s=600.0)
+    assert "0 running/4 pending" in capped.status_line(now=1.0)  # a cap with the budget: counted
