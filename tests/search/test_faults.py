@@ -3,8 +3,8 @@ no epoch trained twice that a checkpoint held, or with one clear line.
 
 - a corrupt `resume/last.pt` (a crash or a full disk mid-copy) found on resume: the trial says so in its
   output.log, resumes from `resume/previous.pt` and trains only the epoch that checkpoint lacks.
-(Torn record lines, NaN metrics, the stop's deadline and a refused flock are unit-tested; a second job of a
-running run is in tests/slurm.)
+(Torn record lines, NaN metrics and a refused flock are unit-tested on the real code; a stop that hangs
+inside its signal lead, a lost Ray head and a second job of a running run are Slurm jobs in tests/slurm.)
 """
 
 from __future__ import annotations
