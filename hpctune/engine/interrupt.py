@@ -13,7 +13,8 @@ so that whatever must happen before the time limit (the requeue) still happens i
 
 `ray.init()` replaces the SIGTERM handler with its own, so the driver installs this again once
 connected (search.run's `on_connect`, which is `StopRequest.connected`). Where the driver is a child
-process (a SLURM job's, see hpctune.jobs.driver_process), `relay` hands it the stop. Knows nothing of SLURM.
+process (a SLURM job's, see hpctune.jobs.driver_process), the parent's request has `tune_here` False: it
+only remembers the stop, which the parent hands to the child. Knows nothing of SLURM.
 """
 
 from __future__ import annotations
@@ -49,11 +50,11 @@ class StopRequest:
 
     def __init__(self, signals: tuple[int, ...] = STOP_SIGNALS,
                  deadline_s: float | Callable[[int], float] | None = None,
-                 on_overrun: Callable[[int], None] | None = None, relay: Callable[[int], None] | None = None):
+                 on_overrun: Callable[[int], None] | None = None, tune_here: bool = True):
         self.signals = signals
         self.signum: int | None = None
         self.deadline_s, self.on_overrun = deadline_s, on_overrun
-        self.relay = relay  # where the driver runs in another process: hands the stop to it instead of to Tune
+        self.tune_here = tune_here  # False: Ray Tune runs in another process, which is handed the stop
         self._ended = threading.Event()
 
     def ended(self) -> None:
@@ -102,9 +103,8 @@ class StopRequest:
         self.signum = signum
         if self.deadline_s is not None and self.on_overrun is not None:
             threading.Thread(target=self._watch, args=(signum,), name="hpctune-stop-deadline", daemon=True).start()
-        if self.relay is not None:
+        if not self.tune_here:
             log.warning("%s: stopping the search", self.name)
-            self.relay(signum)
             return
         if _tune_listens():
             log.warning("%s: stopping the search (experiment state saved, trials keep their epochs)", self.name)

@@ -171,11 +171,16 @@ class Board:
         view.error = error
         return view
 
+    @property
+    def capped(self) -> bool:
+        """Whether the search has a trial count (without one, a time budget ends it: nothing is pending)."""
+        return self.total < UNLIMITED_TRIALS
+
     def counts(self) -> dict[str, int]:
         counts = {state: 0 for state in STATES}
         for view in self.trials.values():
             counts[view.state] += 1
-        if self.total < UNLIMITED_TRIALS:  # a time budget without a trial count: no number is pending
+        if self.capped:
             counts["pending"] += max(0, self.total - len(self.trials))
         return counts
 
@@ -205,7 +210,7 @@ class Board:
         counts = self.counts()
         done = counts["completed"] + counts["stopped"] + counts["error"]
         parts = [f"trials {done} done/{counts['running']} running/{counts['pending']} pending"
-                 if self.total < UNLIMITED_TRIALS else f"trials {done} done/{counts['running']} running"]
+                 if self.capped else f"trials {done} done/{counts['running']} running"]
         if counts["stopped"] or counts["error"]:
             parts[0] += f" ({counts['stopped']} stopped by ASHA" + (
                 f", {counts['error']} failed)" if counts["error"] else ")")
@@ -403,7 +408,7 @@ class ProgressCallback(Callback):
         except Exception:  # noqa: BLE001  (a terminal rich cannot drive: fall back to lines)
             self.display = PlainDisplay(self.board, stream, interval)
         rungs = ", ".join(map(str, self.board.milestones)) or "none"
-        trials = f"{self.total} trials" if self.total < UNLIMITED_TRIALS else "trials until the time budget ends"
+        trials = f"{self.total} trials" if self.board.capped else "trials until the time budget ends"
         self.display.say(f"search {self.name}: {trials} of up to {self.epochs} epochs; ASHA keeps "
                          f"1/{self.reduction_factor} at epochs {rungs}; metric {self.metric}")
 

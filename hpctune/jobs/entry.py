@@ -135,7 +135,7 @@ def run_job(run_dir: str | Path, requeue: Callable[[str], None]) -> dict[str, An
     interrupted = once(lambda stopped: _record_interruption(rundir, alloc, settings, *stopped, requeue=requeue))
     stop = interrupt.StopRequest(deadline_s=lambda signum: stop_deadline_s(settings.signal_delay_s, signum),
                                  on_overrun=lambda signum: interrupted((signum, True)),
-                                 relay=lambda signum: None)  # the driver loop relays
+                                 tune_here=False)  # the driver is a child process: _drive hands it the stop
     if alloc.is_head:
         stop.install((signal.SIGTERM,))  # TERM during bring-up; USR2 once Ray's processes exist
         _remove_stale_tokens(rundir, alloc.job_id)
@@ -270,7 +270,7 @@ def _read_written(fd: int) -> str:
 def _head_lost(rundir: RunDir, alloc: Allocation, settings: ClusterSettings, why: str,
                requeue: Callable[[str], None]) -> bool:
     """Record the loss of the Ray head and requeue, at most max_requeues times per job; whether it did."""
-    done = events.timeout_requeues(events.read(rundir.path), alloc.job_id, reason="head-lost")
+    done = events.requeues(events.read(rundir.path), alloc.job_id, "head-lost")
     due = done < settings.max_requeues
     log.warning("%s: %s", why, "requeueing the job" if due else
                 f"not requeued ({done} times already): continue with `hpctune resume {rundir.path} --submit`")
@@ -346,7 +346,7 @@ def _scontrol_requeue(run_dir: str | Path, reason: str) -> None:
     if alloc is None:
         return
     if reason == "timeout":
-        done = events.timeout_requeues(events.read(rundir.path), alloc.job_id) - 1  # minus this one
+        done = events.requeues(events.read(rundir.path), alloc.job_id, "timeout") - 1  # minus this one
         if done >= settings.max_requeues:
             log.warning("job %s reached its time limit %d times: not requeued (resume with `hpctune resume %s "
                         "--submit`)", alloc.job_id, done + 1, rundir.path)

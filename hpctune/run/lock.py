@@ -113,9 +113,11 @@ def _holder_gone(line: str) -> bool:
     if found is None:
         return False
     pid, host, job = int(found[1]), found[2], found[3]
-    if job is not None and job == os.environ.get("SLURM_JOB_ID") and pid != os.getpid():
+    if pid == os.getpid():
+        return False
+    if job is not None and job == os.environ.get("SLURM_JOB_ID"):
         return True
-    if host == socket.gethostname() and pid != os.getpid():
+    if host == socket.gethostname():
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

@@ -64,7 +64,7 @@ def job_ids(entries: list[dict[str, Any]]) -> list[str]:
     return seen
 
 
-def timeout_requeues(entries: list[dict[str, Any]], job: str, reason: str = "timeout") -> int:
+def requeues(entries: list[dict[str, Any]], job: str, reason: str) -> int:
     """How often `job` was requeued for `reason` (its time limit; or head-lost: its Ray head died)."""
     return sum(
         1 for e in entries

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ray.tune import Callback
+
 from hpctune.engine.trial import EpochDone, run_trial
 
 DEFAULTS: dict[str, Any] = {
@@ -90,20 +92,30 @@ def create_run(**kwargs: Any):
 def callbacks(spec) -> list:
     """Driver callbacks of simulated runs: the one that hangs on a stop, where `stop_hang_s` asks for it."""
     hang_s = float(spec.simulate.get("stop_hang_s", 0.0))
-    return [_HangOnStop(hang_s)] if hang_s > 0 else []
+    return [HangOnStop(hang_s)] if hang_s > 0 else []
 
 
-def _HangOnStop(hang_s: float):  # noqa: N802  (a class made on use: Ray's Callback is imported only by drivers)
-    from ray.tune import Callback
+class HangOnStop(Callback):
+    """Stands for a callback that blocks the end of an interrupted search (W&B waiting on its uploads). A
+    trial still running when the experiment ends tells a stop: Ray Tune ends such trials without calling
+    on_trial_complete (their status reads TERMINATED by then)."""
 
-    class HangOnStop(Callback):
-        """Stands for a callback that blocks the end of an interrupted search (W&B waiting on its uploads)."""
+    def __init__(self, hang_s: float):
+        self.hang_s = hang_s
+        self.running: set[str] = set()
 
-        def on_experiment_end(self, trials, **info):
-            if not all(trial.status == "TERMINATED" or trial.status == "ERROR" for trial in trials):
-                time.sleep(hang_s)
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running.add(trial.trial_id)
 
-    return HangOnStop()
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.running.discard(trial.trial_id)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.running.discard(trial.trial_id)
+
+    def on_experiment_end(self, trials, **info):
+        if self.running:
+            time.sleep(self.hang_s)
 
 
 def local_resources(spec) -> tuple[int, int]:

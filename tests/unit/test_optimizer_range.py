@@ -20,7 +20,8 @@ def _spec(data, tmp_path, **kwargs):
     from hpctune.run.spec import Resources
     from hpctune.yolo.arguments import build_spec
 
-    return build_spec(data=str(data), epochs=10, grace_period=3, max_samples=8, storage=str(tmp_path), name="x",
+    kwargs = {"max_samples": 8, **kwargs}
+    return build_spec(data=str(data), epochs=10, grace_period=3, storage=str(tmp_path), name="x",
                       resources=Resources(cpus=2, gpus=0), **kwargs)
 
 

@@ -1,15 +1,7 @@
 """Defaults a search is built with (hpctune.yolo.arguments.build_spec): the searcher for the budget, the seed."""
 
 import pytest
-
-
-def _spec(data, tmp_path, **kwargs):
-    from hpctune.run.spec import Resources
-    from hpctune.yolo.arguments import build_spec
-
-    kwargs = {"max_samples": 8, **kwargs}
-    return build_spec(data=str(data), epochs=10, grace_period=3, storage=str(tmp_path), name="x",
-                      resources=Resources(cpus=2, gpus=0), **kwargs)
+from test_optimizer_range import _spec  # build_spec on the tiny dataset, 8 trials unless told
 
 
 @pytest.mark.parametrize(("settings", "searcher"), [

@@ -211,7 +211,7 @@ def test_event_log(tmp_path):
     events.record(tmp_path, "interrupted", job="7", reason="preempted", requeue=True)
     events.record(tmp_path, "submitted", job="9")
     entries = events.read(tmp_path)
-    assert events.job_ids(entries) == ["7", "9"] and events.timeout_requeues(entries, "7") == 1
+    assert events.job_ids(entries) == ["7", "9"] and events.requeues(entries, "7", "timeout") == 1
     with open(events.events_file(tmp_path), "a") as f:
         f.write('{"torn": ')
     assert len(events.read(tmp_path)) == 4
