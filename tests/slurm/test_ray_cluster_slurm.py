@@ -372,13 +372,17 @@ def test_stale_temp_dirs_of_dead_jobs_are_swept(tmp_path):
         (d / "session_x").mkdir(parents=True)
     for d in (dead, live):
         os.utime(d, (time.time() - 600, time.time() - 600))
-    # A live process of job 92 (as ray start would be), found by its marker variable.
-    proc = subprocess.Popen(["sleep", "30"], env={**os.environ, MARKER_VAR: "92.0.r0.1-abcd"})
+    # A live process of job 92 (as ray start would be), found by its marker variable. It says when it
+    # runs: the kernel fills a new program's /proc environ after Popen may already have returned.
+    proc = subprocess.Popen(["sh", "-c", "echo up; sleep 30"], stdout=subprocess.PIPE,
+                            env={**os.environ, MARKER_VAR: "92.0.r0.1-abcd"})
     try:
+        assert proc.stdout.readline() == b"up\n"
         assert sweep_stale_temp_dirs(tmp_path) == [dead]
     finally:
         proc.kill()
         proc.wait()
+        proc.stdout.close()
     assert not dead.exists() and live.exists() and young.exists()
 
 
