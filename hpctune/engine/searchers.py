@@ -24,6 +24,7 @@ State, for every searcher (`get_state()`):
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -381,12 +382,14 @@ class EvolveSearcher(SpaceSearcher):
     and after 100 tries a random configuration is used. Additive steps in [0, 1] need no care for a parent value
     of 0, unlike the multiplicative mutation of older Ultralytics versions.
 
-    Trials are ranked by the highest ASHA rung they reached (given `rungs`; else the furthest epoch), then by
-    the metric they reported at it, running ones included: a trial ASHA stopped at a low rung ranks below every
-    trial that went on, and trials past the same rung compare there. Ranks, not metric values, weight the
-    parents because values at different epochs are not comparable. Until a result is known the parents are
-    the starting points, then the baseline (random draws without either). Ultralytics' covariance step and
-    stale-search decay of sigma are left out. The generator, seeded with `seed`, is saved with the trials.
+    Trials compare at a common fidelity: the highest ASHA rung both reached (given `rungs`; else the furthest
+    epoch both reached), by the metric each reported there, running ones included. A trial that ended at a lower
+    rung (ASHA stopped it) ranks below every trial that went on; one still running is not behind for having
+    started later, so the first trials, which pass the rungs unopposed, are not bred from for being early. Ranks
+    weight the parents (values at different epochs are not comparable), falling linearly to 0 for the last, as
+    Ultralytics' fitness weights do for its worst parent. Until a result is known the parents are the starting
+    points, then the baseline (random draws without either). Ultralytics' covariance step and stale-search
+    decay of sigma are left out. The generator, seeded with `seed`, is saved with the trials.
     """
 
     name = "evolve"
@@ -407,7 +410,7 @@ class EvolveSearcher(SpaceSearcher):
         parents = self._parents()
         if not parents:
             return self._random()
-        weights = np.arange(len(parents), 0, -1, dtype=float)
+        weights = np.arange(len(parents), 0, -1, dtype=float) - 1 + 1e-6  # the last parent: only when alone
         seen = {repr([trial["config"][key] for key in self.searched]) for trial in self.trials.values()}
         for _ in range(self.tries):
             child = self._mutate(parents[self.rng.choice(len(parents), p=weights / weights.sum())])
@@ -417,25 +420,40 @@ class EvolveSearcher(SpaceSearcher):
 
     def _ranked(self) -> list[dict[str, Any]]:
         """The searched values of the trials with results, best first (see the class docstring)."""
-        scored = [(self._standing(trial), trial) for trial in self.trials.values()
-                  if trial["results"] and trial["outcome"] != "error"]
-        scored.sort(key=lambda item: item[0], reverse=True)  # stable: earlier trials win ties
-        return [{key: trial["config"][key] for key in self.searched} for _, trial in scored]
+        known = [trial for trial in self.trials.values() if trial["results"] and trial["outcome"] != "error"]
+        known.sort(key=functools.cmp_to_key(self._compare), reverse=True)  # stable: earlier trials win ties
+        return [{key: trial["config"][key] for key in self.searched} for trial in known]
+
+    def _compare(self, a: dict[str, Any], b: dict[str, Any]) -> int:
+        """> 0 when trial a stands above trial b (see the class docstring)."""
+        level_a, level_b = self._level(a), self._level(b)
+        if level_a != level_b:
+            low, high = (a, b) if level_a < level_b else (b, a)
+            if low["outcome"] is not None:  # it ended there: it lost at that rung or was stopped
+                return 1 if high is a else -1
+            common = min(level_a, level_b)
+            value_a, value_b = self._value_at(a, common), self._value_at(b, common)
+            if value_a != value_b:
+                return 1 if value_a > value_b else -1
+            return 1 if high is a else -1  # level at the common rung: the one further on
+        value_a, value_b = self._value_at(a, level_a), self._value_at(b, level_b)
+        return (value_a > value_b) - (value_a < value_b)
 
     def _parents(self) -> list[dict[str, Any]]:
         """The best trials so far, best first; before any result, the starting points, then the baseline."""
         return self._ranked()[: self.parents] or [*self.starts, *([self.anchor] if self.anchor is not None else [])]
 
-    def _standing(self, trial: dict[str, Any]) -> tuple[int, float]:
-        """(fidelity, metric there): the highest ASHA rung the trial reached and its value at that rung, so
-        that two trials that both passed a rung compare there, not by which one started first (the first
-        trials pass ASHA's rungs unopposed). Before the first rung, or without rungs: the furthest epoch."""
+    def _level(self, trial: dict[str, Any]) -> int:
+        """The fidelity a trial reached: the highest ASHA rung it passed; before the first rung, or without
+        rungs, the furthest epoch."""
         reached = max(trial["results"])
-        level = max((rung for rung in self.rungs if rung <= reached), default=None)
-        if level is None:
-            return self._last(trial)
-        at = max(epoch for epoch in trial["results"] if epoch <= level)
-        return level, _worst_if_none(trial["results"][at])
+        return max((rung for rung in self.rungs if rung <= reached), default=reached)
+
+    @staticmethod
+    def _value_at(trial: dict[str, Any], level: int) -> float:
+        """The metric the trial reported last at or before epoch `level`."""
+        at = max((epoch for epoch in trial["results"] if epoch <= level), default=None)
+        return -math.inf if at is None else _worst_if_none(trial["results"][at])
 
     def _mutate(self, parent: dict[str, Any]) -> dict[str, Any]:
         mutate = self.rng.random(len(self.searched)) < self.mutation

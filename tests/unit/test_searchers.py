@@ -251,10 +251,10 @@ def test_evolve_ranks_trials_by_epoch_reached_then_metric():
     assert ranked == ["d", "b", "c", "a"]
 
 
-@pytest.mark.parametrize(("rungs", "first"), [([2, 3], 0.001), (None, BASELINE["lr0"])])
-def test_evolve_compares_trials_past_the_same_rung_at_that_rung(rungs, first):
-    """The baseline ran first and is further on, but the start was better at the rung both passed (without
-    rungs: the furthest epoch decides, the baseline)."""
+@pytest.mark.parametrize("rungs", [[2, 3], [2], None])
+def test_evolve_compares_trials_at_the_fidelity_both_reached(rungs):
+    """The baseline ran first and is further on (past rung 3, or rung 2 only, or without rungs at epoch 4
+    against 3), but the start was better where both were: it ranks first."""
     search = searcher("evolve", starts=[{**BASELINE, "lr0": 0.001}], rungs=rungs)
     for trial_id in ("base", "start"):
         search.suggest(trial_id)
@@ -262,7 +262,25 @@ def test_evolve_compares_trials_past_the_same_rung_at_that_rung(rungs, first):
         search.on_trial_result("base", {"fitness": value, "epoch": epoch})
     for epoch, value in enumerate([0.0, 0.2, 0.25], 1):
         search.on_trial_result("start", {"fitness": value, "epoch": epoch})
-    assert searched(search._ranked()[0])["lr0"] == first
+    assert searched(search._ranked()[0])["lr0"] == 0.001
+
+
+def test_evolve_ranks_a_late_start_by_where_it_was_and_a_stopped_one_below():
+    """Rungs 3 and 9 of 10 epochs: the baseline completed while the start is still at epoch 5; the start was
+    better at rung 3, so it ranks first. Had ASHA stopped it there, the baseline would."""
+    for stopped in (False, True):
+        search = make_searcher("evolve", space=SPACE, metric="fitness", max_epochs=10, seed=0, baseline=BASELINE,
+                               starts=[{**BASELINE, "lr0": 0.001}], rungs=[3, 9])
+        for trial_id in ("base", "start"):
+            search.suggest(trial_id)
+        report(search, "base", [0.0, 0.0, 0.0, 0.001, 0.002, 0.003, 0.003, 0.004, 0.004, 0.005])
+        values = [0.0, 0.0001, 0.0003, 0.0005, 0.001]
+        if stopped:
+            report(search, "start", values[:3])
+        else:
+            for epoch, value in enumerate(values, 1):
+                search.on_trial_result("start", {"fitness": value, "epoch": epoch})
+        assert searched(search._ranked()[0])["lr0"] == (BASELINE["lr0"] if stopped else 0.001)
 
 
 def test_evolve_concentrates_near_the_optimum_better_than_random():
