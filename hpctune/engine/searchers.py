@@ -435,7 +435,7 @@ class EvolveSearcher(SpaceSearcher):
             value_a, value_b = self._value_at(a, common), self._value_at(b, common)
             if value_a != value_b:
                 return 1 if value_a > value_b else -1
-            return 1 if high is a else -1  # level at the common rung: the one further on
+            return 1 if high is a else -1  # equal where both were: the one further on ranks first
         value_a, value_b = self._value_at(a, level_a), self._value_at(b, level_b)
         return (value_a > value_b) - (value_a < value_b)
 
