@@ -427,17 +427,13 @@ class EvolveSearcher(SpaceSearcher):
     def _compare(self, a: dict[str, Any], b: dict[str, Any]) -> int:
         """> 0 when trial a stands above trial b (see the class docstring)."""
         level_a, level_b = self._level(a), self._level(b)
-        if level_a != level_b:
-            low, high = (a, b) if level_a < level_b else (b, a)
-            if low["outcome"] is not None:  # it ended there: it lost at that rung or was stopped
-                return 1 if high is a else -1
-            common = min(level_a, level_b)
-            value_a, value_b = self._value_at(a, common), self._value_at(b, common)
-            if value_a != value_b:
-                return 1 if value_a > value_b else -1
-            return 1 if high is a else -1  # equal where both were: the one further on ranks first
-        value_a, value_b = self._value_at(a, level_a), self._value_at(b, level_b)
-        return (value_a > value_b) - (value_a < value_b)
+        further = (level_a > level_b) - (level_a < level_b)  # > 0 when a went further
+        behind = b if further > 0 else a
+        if further and behind["outcome"] is not None:  # it ended there: it lost at that rung or was stopped
+            return further
+        common = min(level_a, level_b)
+        value_a, value_b = self._value_at(a, common), self._value_at(b, common)
+        return (value_a > value_b) - (value_a < value_b) or further  # equal where both were: further first
 
     def _parents(self) -> list[dict[str, Any]]:
         """The best trials so far, best first; before any result, the starting points, then the baseline."""
