@@ -31,6 +31,11 @@ offline, so it runs from a fresh clone with no other state. CPU only.
 
     .venv/bin/python scripts/bench_search_quality.py [--trials 8] [--epochs 10] [--grace 3] [--seeds 0 1]
         [--imgsz 96] [--algs tpe evolve random] [--rows untuned ultralytics-genetic ...] [--workdir DIR]
+    .venv/bin/python scripts/bench_search_quality.py --merge A/results.json B/results.json [--out FILE]
+
+--merge runs nothing: it prints one table of several runs of the same budget (say seeds 0-4, then 5-9),
+with, for each hpctune row and peer, the seeds on which hpctune was better and the mean per-seed
+difference of best with its standard error.
 
 With the defaults on 2 CPU cores an epoch takes 4-5 s; the three peer rows take ~27 min for three
 seeds, each hpctune row about as long as ultralytics-ray (figures: README, "Search quality").
@@ -210,16 +215,43 @@ def summarize(runs: dict[str, dict[int, dict]]) -> dict[str, dict]:
 
 
 def ratios(summary: dict[str, dict]) -> dict[str, dict[str, dict[str, float]]]:
-    """For each hpctune row and each peer row: hpctune / peer, of mean best and of total wall time."""
+    """For each hpctune row and each peer row: hpctune / peer, of mean best and of total wall time; and,
+    paired by seed over the seeds both ran, on how many hpctune was better and the mean difference of
+    best with its standard error (the seed moves both rows: pairing removes part of that noise)."""
     out = {}
     for row in (r for r in summary if r.startswith("hpctune-")):
         out[row] = {}
         for peer in (p for p in PEERS if p in summary):
             mine, theirs = summary[row], summary[peer]
+            common = [seed for seed in mine["best"] if seed in theirs["best"]]
+            diffs = [mine["best"][seed] - theirs["best"][seed] for seed in common]
             out[row][peer] = {
                 "best": mine["best_mean"] / theirs["best_mean"] if theirs["best_mean"] > 0 else None,
-                "wall": mine["wall_s"] / theirs["wall_s"]}
+                "wall": mine["wall_s"] / theirs["wall_s"],
+                "paired_seeds": len(common), "better_on": sum(d > 0 for d in diffs),
+                "diff_mean": statistics.mean(diffs) if diffs else None,
+                "diff_se": statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else None}
     return out
+
+
+def merge(paths: list[Path]) -> tuple[dict, dict]:
+    """The settings and runs of several results files of one budget (their seeds joined, a later file's
+    row and seed replacing an earlier one's); exits with one line if their budgets differ."""
+    budget_keys = ("trials", "epochs", "grace", "imgsz", "batch", "n_train", "n_val", "model")
+    settings: dict = {}
+    runs: dict[str, dict[int, dict]] = {}
+    for path in paths:
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            sys.exit(f"--merge: {path} cannot be read ({exc}): give results files this script wrote")
+        budget = {key: report["settings"].get(key) for key in budget_keys}
+        if settings and budget != {key: settings.get(key) for key in budget_keys}:
+            sys.exit(f"--merge: {path} has another budget ({budget}): merge runs of one budget only")
+        settings = {**report["settings"], "seeds": sorted({*settings.get("seeds", []), *report["settings"]["seeds"]})}
+        for row, by_seed in report["runs"].items():
+            runs.setdefault(row, {}).update({int(seed): outcome for seed, outcome in by_seed.items()})
+    return {**settings, "merged_from": [str(p) for p in paths]}, runs
 
 
 def print_table(summary: dict[str, dict], table_ratios: dict) -> None:
@@ -231,9 +263,14 @@ def print_table(summary: dict[str, dict], table_ratios: dict) -> None:
         print(f"{row:22s} {s['best_mean']:18.4f} {s['best_min']:7.4f}-{s['best_max']:.4f}  {per_seed:24s} "
               f"{s['epochs']:6d} {s['wall_s']:8.1f}{failed}")
     for row, peers in table_ratios.items():
-        parts = [f"vs {peer}: best {'n/a' if r['best'] is None else format(r['best'], '.2f') + 'x'}, "
-                 f"wall {r['wall']:.2f}x" for peer, r in peers.items()]
-        print(f"{row:22s} " + "; ".join(parts))
+        for peer, r in peers.items():
+            paired = ""
+            if r.get("diff_mean") is not None:
+                se = "" if r["diff_se"] is None else f" +- {r['diff_se']:.4f}"
+                paired = (f"; better on {r['better_on']} of {r['paired_seeds']} seeds, "
+                          f"difference {r['diff_mean']:+.4f}{se}")
+            print(f"{row:22s} vs {peer:20s} best {'n/a' if r['best'] is None else format(r['best'], '.2f') + 'x'}, "
+                  f"wall {r['wall']:.2f}x{paired}")
 
 
 def main() -> None:
@@ -248,6 +285,8 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", help="run only these rows (default: the peers and every hpctune-<alg>)")
     parser.add_argument("--workdir", type=Path, help="work folder (default: a fresh temporary one)")
     parser.add_argument("--out", type=Path, help="JSON of all raw figures (default: WORKDIR/results.json)")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="RESULTS_JSON",
+                        help="run nothing: print the table of these results files (one budget, seeds joined)")
     # Dataset size (hidden: for the smoke test) and the child-process side.
     parser.add_argument("--n-train", type=int, default=384, help=argparse.SUPPRESS)
     parser.add_argument("--n-val", type=int, default=96, help=argparse.SUPPRESS)
@@ -258,6 +297,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         run_child(args)
+        return
+    if args.merge:
+        settings, runs = merge(args.merge)
+        summary = summarize(runs)
+        report = {"settings": settings, "runs": runs, "summary": summary, "ratios": ratios(summary)}
+        print(f"merged: {settings['trials']} trials x {settings['epochs']} epochs, "
+              f"ASHA grace {settings['grace']}, seeds {settings['seeds']}")
+        print_table(summary, report["ratios"])
+        if args.out:
+            args.out.write_text(json.dumps(report, indent=1, default=float))
         return
 
     all_rows = [*PEERS, *(f"hpctune-{alg}" for alg in args.algs)]

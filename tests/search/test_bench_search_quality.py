@@ -89,3 +89,36 @@ def test_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     for row in (untuned, genetic):
         assert 0 <= row["best_mean"] <= 1 and row["wall_s"] > 0 and row["failed_seeds"] == []
     assert str(out) in done.stdout
+
+
+def _results(path: Path, seeds: dict[int, tuple[float, float]], trials: int = 8) -> Path:
+    """A results file as the benchmark writes it: per seed, the genetic Tuner's and hpctune's best."""
+    settings = {"trials": trials, "epochs": 10, "grace": 3, "seeds": sorted(seeds), "imgsz": 96, "batch": 16,
+                "n_train": 384, "n_val": 96, "model": "yolov8n.yaml"}
+    runs = {"ultralytics-genetic": {str(s): {"best": g, "epochs": 80, "wall_s": 300.0} for s, (g, _) in seeds.items()},
+            "hpctune-random": {str(s): {"best": h, "epochs": 50, "wall_s": 100.0} for s, (_, h) in seeds.items()}}
+    path.write_text(json.dumps({"settings": settings, "runs": runs}))
+    return path
+
+
+def test_merge_joins_the_seeds_of_several_runs_and_pairs_them_by_seed(tmp_path: Path) -> None:
+    first = _results(tmp_path / "a.json", {0: (0.10, 0.14), 1: (0.20, 0.10)})
+    second = _results(tmp_path / "b.json", {2: (0.10, 0.16)})
+    out = tmp_path / "merged.json"
+    done = subprocess.run([sys.executable, str(SCRIPT), "--merge", str(first), str(second), "--out", str(out)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["settings"]["seeds"] == [0, 1, 2]
+    assert report["summary"]["hpctune-random"]["best_mean"] == pytest.approx(0.40 / 3)
+    paired = report["ratios"]["hpctune-random"]["ultralytics-genetic"]
+    assert paired["paired_seeds"] == 3 and paired["better_on"] == 2
+    # Differences +0.04, -0.10, +0.06: mean 0, standard error sd / sqrt(3).
+    assert paired["diff_mean"] == pytest.approx(0.0) and paired["diff_se"] == pytest.approx(0.0076**0.5 / 3**0.5)
+    assert "better on 2 of 3 seeds" in done.stdout
+
+    other_budget = _results(tmp_path / "c.json", {3: (0.1, 0.1)}, trials=30)
+    refused = subprocess.run([sys.executable, str(SCRIPT), "--merge", str(first), str(other_budget)],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "another budget" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
