@@ -1,6 +1,6 @@
 """Benchmark: how good a model each hyperparameter search finds, at equal budget, on data where it matters.
 
-On the synthetic `hard_shapes` dataset (8 small shape classes, clutter, textured background; see
+On the synthetic `hard_shapes` dataset (6 shape classes, clutter, textured background; see
 scripts/hard_shapes.py) it runs, for every seed, these rows, each in its own fresh subprocess, one
 after the other (never two at once):
 
