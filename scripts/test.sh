@@ -33,4 +33,4 @@ export PATH="$repo/.venv/bin:$PATH"
 if [ "$#" = 0 ]; then
   bash scripts/check_wheel.sh  # a user's (non-editable) install works too
 fi
-.venv/bin/python -m pytest -ra "$@"
+.venv/bin/python -m pytest -ra --durations=15 "$@"  # the slowest tests, to keep the suite fast
