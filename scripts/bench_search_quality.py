@@ -23,8 +23,10 @@ Optuna), so their spread over seeds also shows their own run-to-run variation.
 last epoch; ray: max over every reported epoch of every trial; hpctune: max of `result.best_metric`
 and the table's per-trial best). Per row it prints the mean and min-max of best over the seeds,
 epochs trained and wall seconds (whole subprocess: imports, Ray start, training) summed over the
-seeds, then each hpctune row's ratio of mean best and of total wall time to each peer row. All raw
-figures go to a JSON file (--out, by default results.json in the work folder, printed at the end).
+seeds, then, for each hpctune row against each peer row over the seeds both ran: the ratio of mean best
+and of wall time, on how many seeds hpctune was better, and the mean per-seed difference of best with its
+standard error. All raw figures go to a JSON file (--out, by default results.json in the work folder,
+printed at the end).
 
 Everything lives in a fresh temporary work folder (dataset, runs, Ultralytics/matplotlib/W&B settings),
 offline, so it runs from a fresh clone with no other state. CPU only.
@@ -33,9 +35,7 @@ offline, so it runs from a fresh clone with no other state. CPU only.
         [--imgsz 96] [--algs tpe evolve random] [--rows untuned ultralytics-genetic ...] [--workdir DIR]
     .venv/bin/python scripts/bench_search_quality.py --merge A/results.json B/results.json [--out FILE]
 
---merge runs nothing: it prints one table of several runs of the same budget (say seeds 0-4, then 5-9),
-with, for each hpctune row and peer, the seeds on which hpctune was better and the mean per-seed
-difference of best with its standard error.
+--merge runs nothing: it prints one table of several runs of the same budget (say seeds 0-4, then 5-9).
 
 With the defaults on 2 CPU cores an epoch takes 4-5 s; the three peer rows take ~27 min for three
 seeds, each hpctune row about as long as ultralytics-ray (figures: README, "Search quality").
@@ -207,6 +207,7 @@ def summarize(runs: dict[str, dict[int, dict]]) -> dict[str, dict]:
             continue
         bests = [r["best"] for r in ok.values()]
         summary[row] = {"seeds": sorted(ok), "best": {str(seed): r["best"] for seed, r in ok.items()},
+                        "wall": {str(seed): r["wall_s"] for seed, r in ok.items()},
                         "best_mean": statistics.mean(bests), "best_min": min(bests), "best_max": max(bests),
                         "epochs": sum(r["epochs"] for r in ok.values()),
                         "wall_s": sum(r["wall_s"] for r in ok.values()),
@@ -215,21 +216,24 @@ def summarize(runs: dict[str, dict[int, dict]]) -> dict[str, dict]:
 
 
 def ratios(summary: dict[str, dict]) -> dict[str, dict[str, dict[str, float]]]:
-    """For each hpctune row and each peer row: hpctune / peer, of mean best and of total wall time; and,
-    paired by seed over the seeds both ran, on how many hpctune was better and the mean difference of
-    best with its standard error (the seed moves both rows: pairing removes part of that noise)."""
+    """For each hpctune row and each peer row, over the seeds both ran (the seed moves both rows: pairing
+    removes part of that noise): hpctune / peer of mean best and of wall time, on how many seeds hpctune
+    was better, and the mean per-seed difference of best with its standard error."""
     out = {}
     for row in (r for r in summary if r.startswith("hpctune-")):
         out[row] = {}
         for peer in (p for p in PEERS if p in summary):
             mine, theirs = summary[row], summary[peer]
             common = [seed for seed in mine["best"] if seed in theirs["best"]]
+            if not common:
+                continue
             diffs = [mine["best"][seed] - theirs["best"][seed] for seed in common]
+            their_best = sum(theirs["best"][seed] for seed in common)
             out[row][peer] = {
-                "best": mine["best_mean"] / theirs["best_mean"] if theirs["best_mean"] > 0 else None,
-                "wall": mine["wall_s"] / theirs["wall_s"],
+                "best": sum(mine["best"][seed] for seed in common) / their_best if their_best > 0 else None,
+                "wall": sum(mine["wall"][seed] for seed in common) / sum(theirs["wall"][seed] for seed in common),
                 "paired_seeds": len(common), "better_on": sum(d > 0 for d in diffs),
-                "diff_mean": statistics.mean(diffs) if diffs else None,
+                "diff_mean": statistics.mean(diffs),
                 "diff_se": statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else None}
     return out
 
@@ -264,13 +268,10 @@ def print_table(summary: dict[str, dict], table_ratios: dict) -> None:
               f"{s['epochs']:6d} {s['wall_s']:8.1f}{failed}")
     for row, peers in table_ratios.items():
         for peer, r in peers.items():
-            paired = ""
-            if r.get("diff_mean") is not None:
-                se = "" if r["diff_se"] is None else f" +- {r['diff_se']:.4f}"
-                paired = (f"; better on {r['better_on']} of {r['paired_seeds']} seeds, "
-                          f"difference {r['diff_mean']:+.4f}{se}")
+            se = "" if r["diff_se"] is None else f" +- {r['diff_se']:.4f}"
             print(f"{row:22s} vs {peer:20s} best {'n/a' if r['best'] is None else format(r['best'], '.2f') + 'x'}, "
-                  f"wall {r['wall']:.2f}x{paired}")
+                  f"wall {r['wall']:.2f}x; better on {r['better_on']} of {r['paired_seeds']} seeds, "
+                  f"difference {r['diff_mean']:+.4f}{se}")
 
 
 def main() -> None:

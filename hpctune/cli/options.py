@@ -50,7 +50,7 @@ def search_options(func):
         click.option("--space", default=None,
                      help="Search space: ultralytics (default, Ultralytics' Ray space), seed, or a YAML/JSON file."),
         click.option("--search", "search_alg", type=click.Choice(["auto", "evolve", "tpe", "optuna", "random"]),
-                     default=None, help="Search algorithm (default auto: random below 30 trials, tpe from 30). "
+                     default=None, help="Search algorithm (default auto: evolve below 30 trials, tpe from 30). "
                      "tpe = optuna: Optuna's multivariate TPE."),
         click.option("--metric", default=None, help="Metric to maximise: mAP50-95 (default), mAP50, fitness; "
                      "top1/top5 for classify."),

@@ -24,7 +24,6 @@ State, for every searcher (`get_state()`):
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -57,11 +56,10 @@ def make_searcher(
     stopped_as: str = "pruned",
     starts: list[dict[str, Any]] | None = None,
     max_trials: int = 10_000,
-    rungs: list[int] | None = None,
 ) -> SpaceSearcher:
     """The searcher called `name` (one of NAMES) over `space`, maximising `metric`; the baseline first,
     then the configurations `starts` (other known-good points), then its own suggestions. `max_trials`
-    sizes TPE's random start-up phase; `rungs` (ASHA's milestones) are where evolve compares trials."""
+    sizes TPE's random start-up phase."""
     common = {"space": space, "metric": metric, "max_epochs": max_epochs, "seed": seed, "baseline": baseline,
               "starts": starts}
     if name == "random":
@@ -69,7 +67,7 @@ def make_searcher(
     if name in ("tpe", "optuna"):
         return TPESearcher(**common, stopped_as=stopped_as, n_startup_trials=tpe_startup_trials(max_trials))
     if name == "evolve":
-        return EvolveSearcher(**common, rungs=rungs)
+        return EvolveSearcher(**common)
     raise SpecError(f"unknown searcher '{name}': use one of {', '.join(NAMES)}")
 
 
@@ -372,24 +370,23 @@ class TPESearcher(SpaceSearcher):
 
 
 class EvolveSearcher(SpaceSearcher):
-    """Ultralytics' genetic tuner (ultralytics/engine/tuner.py, 8.4), asynchronous and fidelity-aware.
+    """Ultralytics' genetic tuner (ultralytics/engine/tuner.py, 8.4), asynchronous.
 
-    Whenever asked, it picks a parent among the best `parents` trials known so far, with a probability that falls
-    linearly with rank, and mutates it as Ultralytics does: each searched value is mapped to [0, 1] of its range
-    (log scale for loguniform), mutated with probability `mutation` by a Gaussian step of `sigma` (at least one
-    grid step for randint/quniform), clipped to [0, 1] and mapped back (rounded to the grid); a choice changes
-    with probability `mutation` to another category. A child equal to an earlier configuration is drawn again,
-    and after 100 tries a random configuration is used. Additive steps in [0, 1] need no care for a parent value
-    of 0, unlike the multiplicative mutation of older Ultralytics versions.
+    Whenever asked, it picks a parent among the best `parents` trials known so far and mutates it as
+    Ultralytics does: each searched value is mapped to [0, 1] of its range (log scale for loguniform), mutated
+    with probability `mutation` by a Gaussian step of `sigma` (at least one grid step for randint/quniform),
+    clipped to [0, 1] and mapped back (rounded to the grid); a choice changes with probability `mutation` to
+    another category. A child equal to an earlier configuration is drawn again, and after 100 tries a random
+    configuration is used. Additive steps in [0, 1] need no care for a parent value of 0, unlike the
+    multiplicative mutation of older Ultralytics versions.
 
-    Trials compare at a common fidelity: the highest ASHA rung both reached (given `rungs`; else the furthest
-    epoch both reached), by the metric each reported there, running ones included. A trial that ended at a lower
-    rung (ASHA stopped it) ranks below every trial that went on; one still running is not behind for having
-    started later, so the first trials, which pass the rungs unopposed, are not bred from for being early. Ranks
-    weight the parents (values at different epochs are not comparable), falling linearly to 0 for the last, as
-    Ultralytics' fitness weights do for its worst parent. Until a result is known the parents are the starting
-    points, then the baseline (random draws without either). Ultralytics' covariance step and stale-search
-    decay of sigma are left out. The generator, seeded with `seed`, is saved with the trials.
+    Parents are chosen as Ultralytics chooses them: by the best metric each trial reached (finished, stopped by
+    ASHA or still running), with a probability proportional to that metric less the lowest parent's (plus
+    1e-6). This strong pull to the best proven trial is what makes the genetic Tuner a hill-climb: a child is
+    bred from a child that did well. A trial still early in its training has a low metric and is seldom a
+    parent until it has shown more. Until a result is known the parents are the starting points (then the
+    baseline, at weight ~0; random draws without either). Ultralytics' covariance step and stale-search decay
+    of sigma are left out. The generator, seeded with `seed`, is saved with the trials.
     """
 
     name = "evolve"
@@ -398,19 +395,17 @@ class EvolveSearcher(SpaceSearcher):
     mutation = 0.5  # Ultralytics' per-value mutation probability
     tries = 100
 
-    def __init__(self, *, rungs: list[int] | None = None, **kwargs):
+    def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.rungs = sorted(int(r) for r in rungs or [] if r < self.max_epochs)  # derived from the run's spec
         self.rng = np.random.default_rng(self.seed)
         self.scales = [max(self.sigma, _grid_step(*kind_args)) for kind_args in self.searched.values()]
 
     def _propose(self, trial_id, anchor):
         if anchor is not None:
             return anchor
-        parents = self._parents()
+        parents, weights = self._parents()
         if not parents:
             return self._random()
-        weights = np.arange(len(parents), 0, -1, dtype=float) - 1 + 1e-6  # the last parent: only when alone
         seen = {repr([trial["config"][key] for key in self.searched]) for trial in self.trials.values()}
         for _ in range(self.tries):
             child = self._mutate(parents[self.rng.choice(len(parents), p=weights / weights.sum())])
@@ -418,38 +413,25 @@ class EvolveSearcher(SpaceSearcher):
                 return child
         return self._random()
 
-    def _ranked(self) -> list[dict[str, Any]]:
-        """The searched values of the trials with results, best first (see the class docstring)."""
+    def _parents(self) -> tuple[list[dict[str, Any]], np.ndarray]:
+        """The searched values of the best `parents` trials by the best metric each reached so far, and their
+        weights: as Ultralytics weights its parents, the metric less the lowest one's plus 1e-6. Before any
+        result: the starting points, then the baseline (weight ~0 while a starting point is there)."""
         known = [trial for trial in self.trials.values() if trial["results"] and trial["outcome"] != "error"]
-        known.sort(key=functools.cmp_to_key(self._compare), reverse=True)  # stable: earlier trials win ties
-        return [{key: trial["config"][key] for key in self.searched} for trial in known]
-
-    def _compare(self, a: dict[str, Any], b: dict[str, Any]) -> int:
-        """> 0 when trial a stands above trial b (see the class docstring)."""
-        level_a, level_b = self._level(a), self._level(b)
-        further = (level_a > level_b) - (level_a < level_b)  # > 0 when a went further
-        behind = b if further > 0 else a
-        if further and behind["outcome"] is not None:  # it ended there: it lost at that rung or was stopped
-            return further
-        common = min(level_a, level_b)
-        value_a, value_b = self._value_at(a, common), self._value_at(b, common)
-        return (value_a > value_b) - (value_a < value_b) or further  # equal where both were: further first
-
-    def _parents(self) -> list[dict[str, Any]]:
-        """The best trials so far, best first; before any result, the starting points, then the baseline."""
-        return self._ranked()[: self.parents] or [*self.starts, *([self.anchor] if self.anchor is not None else [])]
-
-    def _level(self, trial: dict[str, Any]) -> int:
-        """The fidelity a trial reached: the highest ASHA rung it passed; before the first rung, or without
-        rungs, the furthest epoch."""
-        reached = max(trial["results"])
-        return max((rung for rung in self.rungs if rung <= reached), default=reached)
+        if not known:
+            points = [*self.starts, *([self.anchor] if self.anchor is not None else [])]
+            return points, np.arange(len(points), 0, -1, dtype=float) - 1 + 1e-6
+        known.sort(key=self._best, reverse=True)  # stable: earlier trials first on ties
+        best = known[: self.parents]
+        values = np.array([self._best(trial) for trial in best])
+        finite = values[np.isfinite(values)]
+        values = np.where(np.isfinite(values), values, finite.min() if finite.size else 0.0)
+        return [{key: trial["config"][key] for key in self.searched} for trial in best], values - values.min() + 1e-6
 
     @staticmethod
-    def _value_at(trial: dict[str, Any], level: int) -> float:
-        """The metric the trial reported last at or before epoch `level`."""
-        at = max((epoch for epoch in trial["results"] if epoch <= level), default=None)
-        return -math.inf if at is None else _worst_if_none(trial["results"][at])
+    def _best(trial: dict[str, Any]) -> float:
+        """The best metric the trial reported (a missing, NaN or infinite one counts as the worst)."""
+        return max(_worst_if_none(value) for value in trial["results"].values())
 
     def _mutate(self, parent: dict[str, Any]) -> dict[str, Any]:
         mutate = self.rng.random(len(self.searched)) < self.mutation

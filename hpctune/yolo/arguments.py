@@ -36,9 +36,10 @@ _SUFFIX = {"detect": "(B)", "obb": "(B)", "segment": "(M)", "pose": "(P)"}
 METRIC_NAMES = ("mAP50-95", "mAP50", "fitness", "top1", "top5")
 SEARCH_ALGS = ("auto", "evolve", "tpe", "optuna", "random")
 DEFAULT_SEARCH_ALG = "auto"
-# `auto`: random below this many trials, tpe from it on. At 8 trials random found the best models on real
-# YOLO (scripts/bench_search_quality.py, two runs) and ties tpe on a synthetic objective; from 30 trials
-# tpe wins there on most seeds (scripts/bench_searcher_feedback.py), and on real YOLO at 30 trials on 2 of 3.
+# `auto`: evolve below this many trials, tpe from it on. At 8 trials on real YOLO over 10 seeds evolve found
+# better models than random (scripts/bench_search_quality.py: 0.110 against 0.097 mean, better on 3 seeds,
+# worse on 2) and tpe the worst (seeds 0-4); from 30 trials tpe beats random on most seeds of a synthetic
+# objective (scripts/bench_searcher_feedback.py), and on real YOLO at 30 trials on 2 of 3.
 # Figures: README, "Search quality".
 MODEL_BASED_FROM = 30
 # Set by hpctune for every trial; a user value would break the run directory or the search.
@@ -102,7 +103,7 @@ def build_spec(
         raise SpecError(f"max_samples must be a whole number from 1 to {UNLIMITED_TRIALS} (got {max_samples}): "
                         "e.g. --max-samples 10")
     if search_alg == "auto":  # an earlier run's results (--warm-start) are for a model to learn from
-        search_alg = "tpe" if max_samples >= MODEL_BASED_FROM or warm_start else "random"
+        search_alg = "tpe" if max_samples >= MODEL_BASED_FROM or warm_start else "evolve"
     grace_period = _positive_int("grace_period", grace_period)
     if grace_period > epochs:
         raise SpecError(

@@ -5,15 +5,15 @@ from test_optimizer_range import _spec  # build_spec on the tiny dataset, 8 tria
 
 
 @pytest.mark.parametrize(("settings", "searcher"), [
-    ({"max_samples": 8}, "random"),  # too few trials for a model to pay (bench_search_quality: random best)
-    ({"max_samples": 29}, "random"),
+    ({"max_samples": 8}, "evolve"),  # too few trials for a model to pay (bench_search_quality: evolve best)
+    ({"max_samples": 29}, "evolve"),
     ({"max_samples": 30}, "tpe"),
     ({"max_samples": None, "time_budget": "1:00:00"}, "tpe"),  # the budget decides: open-ended
     ({"max_samples": 8, "search_alg": "tpe"}, "tpe"),  # asked for: kept
     ({"max_samples": 8, "search_alg": "optuna"}, "tpe"),
     ({"max_samples": 100, "search_alg": "evolve"}, "evolve"),
 ])
-def test_auto_picks_random_for_small_budgets_and_tpe_from_30_trials(tiny_data, tmp_path, settings, searcher):
+def test_auto_picks_evolve_for_small_budgets_and_tpe_from_30_trials(tiny_data, tmp_path, settings, searcher):
     assert _spec(tiny_data, tmp_path, **settings).search_alg == searcher
 
 

@@ -235,52 +235,41 @@ def test_tpe_learns_from_pruned_trials_by_epoch_reached():
     assert [trial.number for trial in below] == [0]
 
 
-def test_evolve_ranks_trials_by_epoch_reached_then_metric():
+def _parent_ids(search) -> tuple[list[str], list[float]]:
+    parents, weights = search._parents()
+    ids = [next(t for t, trial in search.trials.items() if searched(trial["config"]) == config) for config in parents]
+    return ids, list(weights / weights.sum())
+
+
+def test_evolve_breeds_from_the_best_metric_each_trial_reached_weighted_as_ultralytics_does():
     search = searcher("evolve", baseline=None)
     for trial_id in "abcde":
         search.suggest(trial_id)
-    report(search, "a", [0.9])  # stopped at rung 1 with the best value
-    report(search, "b", [0.1, 0.2])  # went on to epoch 2
-    report(search, "c", [0.5, float("inf")])  # inf is the worst
+    report(search, "a", [0.9])  # stopped early with the best value
+    report(search, "b", [0.1, 0.2])
+    report(search, "c", [0.5, float("inf")])  # inf is the worst: its best is 0.5
     search.on_trial_result("d", {"fitness": 0.3, "epoch": 1})
-    search.on_trial_result("d", {"fitness": 0.4, "epoch": 2})  # still running, at epoch 2
+    search.on_trial_result("d", {"fitness": 0.4, "epoch": 2})  # still running
     search.on_trial_result("e", {"fitness": 5.0, "epoch": 3})
     search.on_trial_complete("e", error=True)  # errored trials are no parents
-    ranked = [next(t for t, trial in search.trials.items() if searched(trial["config"]) == config)
-              for config in search._ranked()]
-    assert ranked == ["d", "b", "c", "a"]
+    ids, weights = _parent_ids(search)
+    assert ids == ["a", "c", "d", "b"]
+    # Ultralytics: fitness less the lowest parent's, plus 1e-6: the best is bred from most, the last ~never.
+    assert weights == pytest.approx([0.7 / 1.2, 0.3 / 1.2, 0.2 / 1.2, 0.0], abs=1e-5)
 
 
-@pytest.mark.parametrize("rungs", [[2, 3], [2], None])
-def test_evolve_compares_trials_at_the_fidelity_both_reached(rungs):
-    """The baseline ran first and is further on (past rung 3, or rung 2 only, or without rungs at epoch 4
-    against 3), but the start was better where both were: it ranks first."""
-    search = searcher("evolve", starts=[{**BASELINE, "lr0": 0.001}], rungs=rungs)
-    for trial_id in ("base", "start"):
+def test_evolve_breeds_from_a_finished_good_trial_not_from_one_that_is_only_further():
+    """The baseline finished (0.005); the start is at epoch 9 with 0.1; a child stopped at epoch 3 (0.0003):
+    nearly every child comes from the start."""
+    search = searcher("evolve", starts=[{**BASELINE, "lr0": 0.001}])
+    for trial_id in ("base", "start", "child"):
         search.suggest(trial_id)
-    for epoch, value in enumerate([0.0, 0.01, 0.02, 0.03], 1):
-        search.on_trial_result("base", {"fitness": value, "epoch": epoch})
-    for epoch, value in enumerate([0.0, 0.2, 0.25], 1):
+    report(search, "base", [0.0, 0.0, 0.0, 0.001, 0.002, 0.003, 0.003, 0.004, 0.004, 0.005])
+    for epoch, value in enumerate([0.0, 0.0, 0.0003, 0.01, 0.03, 0.05, 0.07, 0.09, 0.1], 1):
         search.on_trial_result("start", {"fitness": value, "epoch": epoch})
-    assert searched(search._ranked()[0])["lr0"] == 0.001
-
-
-def test_evolve_ranks_a_late_start_by_where_it_was_and_a_stopped_one_below():
-    """Rungs 3 and 9 of 10 epochs: the baseline completed while the start is still at epoch 5; the start was
-    better at rung 3, so it ranks first. Had ASHA stopped it there, the baseline would."""
-    for stopped in (False, True):
-        search = make_searcher("evolve", space=SPACE, metric="fitness", max_epochs=10, seed=0, baseline=BASELINE,
-                               starts=[{**BASELINE, "lr0": 0.001}], rungs=[3, 9])
-        for trial_id in ("base", "start"):
-            search.suggest(trial_id)
-        report(search, "base", [0.0, 0.0, 0.0, 0.001, 0.002, 0.003, 0.003, 0.004, 0.004, 0.005])
-        values = [0.0, 0.0001, 0.0003, 0.0005, 0.001]
-        if stopped:
-            report(search, "start", values[:3])
-        else:
-            for epoch, value in enumerate(values, 1):
-                search.on_trial_result("start", {"fitness": value, "epoch": epoch})
-        assert searched(search._ranked()[0])["lr0"] == (BASELINE["lr0"] if stopped else 0.001)
+    report(search, "child", [0.0, 0.0001, 0.0003])
+    ids, weights = _parent_ids(search)
+    assert ids == ["start", "base", "child"] and weights[0] > 0.95
 
 
 def test_evolve_concentrates_near_the_optimum_better_than_random():
@@ -334,6 +323,7 @@ def test_evolve_breeds_from_the_starting_points_before_any_result():
     start = {**BASELINE, "lr0": 0.001, "momentum": 0.9}
     search = searcher("evolve", starts=[start])
     search.suggest("base"), search.suggest("start")
-    assert search._parents() == [searched(start), searched(BASELINE)]  # rank weights 2:1 for the start
+    parents, weights = search._parents()
+    assert parents == [searched(start), searched(BASELINE)] and weights[1] < 1e-5 * weights[0]  # the start
     report(search, "base", [0.1])
-    assert search._parents() == [searched(BASELINE)]  # then the trials with results
+    assert search._parents()[0] == [searched(BASELINE)]  # then the trials with results
