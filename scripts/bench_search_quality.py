@@ -238,6 +238,12 @@ def ratios(summary: dict[str, dict]) -> dict[str, dict[str, dict[str, float]]]:
     return out
 
 
+def make_report(settings: dict, runs: dict[str, dict[int, dict]]) -> dict:
+    """Everything the results file holds: settings, raw runs, per-row summary, hpctune-to-peer ratios."""
+    summary = summarize(runs)
+    return {"settings": settings, "runs": runs, "summary": summary, "ratios": ratios(summary)}
+
+
 def merge(paths: list[Path]) -> tuple[dict, dict]:
     """The settings and runs of several results files of one budget (their seeds joined, a later file's
     row and seed replacing an earlier one's); exits with one line if their budgets differ."""
@@ -300,12 +306,11 @@ def main() -> None:
         run_child(args)
         return
     if args.merge:
-        settings, runs = merge(args.merge)
-        summary = summarize(runs)
-        report = {"settings": settings, "runs": runs, "summary": summary, "ratios": ratios(summary)}
+        report = make_report(*merge(args.merge))
+        settings = report["settings"]
         print(f"merged: {settings['trials']} trials x {settings['epochs']} epochs, "
               f"ASHA grace {settings['grace']}, seeds {settings['seeds']}")
-        print_table(summary, report["ratios"])
+        print_table(report["summary"], report["ratios"])
         if args.out:
             args.out.write_text(json.dumps(report, indent=1, default=float))
         return
@@ -342,8 +347,7 @@ def main() -> None:
                 extra = f"  baseline {outcome['baseline']}" if outcome.get("baseline") is not None else ""
                 print(f"  {row:22s} seed {seed}: best {outcome['best']:.4f}  {outcome['trials']} trials  "
                       f"{outcome['epochs']} epochs  {outcome['wall_s']:.1f} s{extra}", flush=True)
-            summary = summarize(runs)
-            report = {"settings": settings, "runs": runs, "summary": summary, "ratios": ratios(summary)}
+            report = make_report(settings, runs)
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(report, indent=1, default=float))
 

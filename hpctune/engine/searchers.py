@@ -421,12 +421,12 @@ class EvolveSearcher(SpaceSearcher):
         if not known:
             points = [*self.starts, *([self.anchor] if self.anchor is not None else [])]
             return points, np.arange(len(points), 0, -1, dtype=float) - 1 + 1e-6
-        known.sort(key=self._best, reverse=True)  # stable: earlier trials first on ties
-        best = known[: self.parents]
-        values = np.array([self._best(trial) for trial in best])
+        scored = sorted(((self._best(trial), trial) for trial in known), key=lambda pair: pair[0], reverse=True)
+        best = scored[: self.parents]  # sorted() is stable: earlier trials first on ties
+        values = np.array([value for value, _ in best])
         finite = values[np.isfinite(values)]
         values = np.where(np.isfinite(values), values, finite.min() if finite.size else 0.0)
-        return [{key: trial["config"][key] for key in self.searched} for trial in best], values - values.min() + 1e-6
+        return [{key: trial["config"][key] for key in self.searched} for _, trial in best], values - values.min() + 1e-6
 
     @staticmethod
     def _best(trial: dict[str, Any]) -> float:
