@@ -168,7 +168,7 @@ def _tuner(rundir: RunDir, spec: RunSpec, trainer, session: int, grown: int = 0)
     searcher = searchers.make_searcher(
         spec.search_alg, space=spec.space, metric=spec.metric, max_epochs=spec.epochs, seed=spec.seed,
         baseline=spec.baseline or None, starts=spec.starts,
-        max_trials=spec.max_samples,
+        max_trials=spec.max_samples, gains=spec.mutation_gains,
     )
     if spec.warm_start:  # a new search only: a restored searcher has these trials in its state
         learned = searcher.learn(prior_trials(Path(spec.warm_start), spec.metric))

@@ -56,10 +56,11 @@ def make_searcher(
     stopped_as: str = "pruned",
     starts: list[dict[str, Any]] | None = None,
     max_trials: int = 10_000,
+    gains: dict[str, float] | None = None,
 ) -> SpaceSearcher:
     """The searcher called `name` (one of NAMES) over `space`, maximising `metric`; the baseline first,
     then the configurations `starts` (other known-good points), then its own suggestions. `max_trials`
-    sizes TPE's random start-up phase."""
+    sizes TPE's random start-up phase; `gains` scale evolve's mutation step per key (default 1)."""
     common = {"space": space, "metric": metric, "max_epochs": max_epochs, "seed": seed, "baseline": baseline,
               "starts": starts}
     if name == "random":
@@ -67,7 +68,7 @@ def make_searcher(
     if name in ("tpe", "optuna"):
         return TPESearcher(**common, stopped_as=stopped_as, n_startup_trials=tpe_startup_trials(max_trials))
     if name == "evolve":
-        return EvolveSearcher(**common)
+        return EvolveSearcher(**common, gains=gains)
     raise SpecError(f"unknown searcher '{name}': use one of {', '.join(NAMES)}")
 
 
@@ -373,12 +374,14 @@ class EvolveSearcher(SpaceSearcher):
     """Ultralytics' genetic tuner (ultralytics/engine/tuner.py, 8.4), asynchronous.
 
     Whenever asked, it picks a parent among the best `parents` trials known so far and mutates it as
-    Ultralytics does: each searched value is mapped to [0, 1] of its range (log scale for loguniform), mutated
-    with probability `mutation` by a Gaussian step of `sigma` (at least one grid step for randint/quniform),
-    clipped to [0, 1] and mapped back (rounded to the grid); a choice changes with probability `mutation` to
-    another category. A child equal to an earlier configuration is drawn again, and after 100 tries a random
-    configuration is used. Additive steps in [0, 1] need no care for a parent value of 0, unlike the
-    multiplicative mutation of older Ultralytics versions.
+    Ultralytics does: each searched value is mapped to [0, 1] of its range, mutated with probability `mutation`
+    by a Gaussian step of `sigma` times the key's gain (Ultralytics' gains: momentum 0.3; at least one grid step
+    for randint/quniform), clipped to [0, 1] and mapped back (rounded to the grid); a choice changes with
+    probability `mutation` to another category. A loguniform value (lr0) moves on the log scale by a factor
+    e^(sigma N(0,1)), about +-20 %, whatever the width of its range: the relative step Ultralytics' linear lr0
+    range gives where its Tuner starts (0.002 at 0.01); a step of 0.2 of a log range spanning 36x would halve or
+    double lr0 at each mutation, and every trial here that learned had lr0 within a factor 2 of 0.01. A child
+    equal to an earlier configuration is drawn again, and after 100 tries a random configuration is used.
 
     Parents are chosen as Ultralytics chooses them: by the best metric each trial reached (finished, stopped by
     ASHA or still running), with a probability proportional to that metric less the lowest parent's (plus
@@ -395,10 +398,15 @@ class EvolveSearcher(SpaceSearcher):
     mutation = 0.5  # Ultralytics' per-value mutation probability
     tries = 100
 
-    def __init__(self, **kwargs):
+    def __init__(self, *, gains: dict[str, float] | None = None, **kwargs):
         super().__init__(**kwargs)
         self.rng = np.random.default_rng(self.seed)
-        self.scales = [max(self.sigma, _grid_step(*kind_args)) for kind_args in self.searched.values()]
+        self.gains = {key: float(gain) for key, gain in (gains or {}).items() if key in self.searched}
+        self.scales = [max(_unit_step(kind, args, self.sigma * self.gains.get(key, 1.0)), _grid_step(kind, args))
+                       for key, (kind, args) in self.searched.items()]
+
+    def settings(self):
+        return {**super().settings(), **({"gains": self.gains} if self.gains else {})}
 
     def _propose(self, trial_id, anchor):
         if anchor is not None:
@@ -524,6 +532,15 @@ def _from_unit(kind: str, args: list, unit: float) -> Any:
     elif kind == "quniform":
         value = round(value / args[2]) * args[2]
     return float(min(max(value, args[0]), args[1]))
+
+
+def _unit_step(kind: str, args: list, sigma: float) -> float:
+    """A mutation step of `sigma` in [0, 1] of the range; for loguniform, `sigma` on the natural-log scale (a
+    factor e^sigma), as a fraction of a log range wider than e, else `sigma` of the range."""
+    if kind != "loguniform":
+        return sigma
+    low, high = _bounds(kind, args)
+    return sigma / max(1.0, high - low)
 
 
 def _grid_step(kind: str, args: list) -> float:

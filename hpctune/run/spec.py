@@ -35,6 +35,7 @@ class RunSpec:
     search_alg: str = "random"  # hpctune.engine.searchers name
     baseline: dict[str, Any] = field(default_factory=dict)  # the first trial: the searched keys, not tuned
     starts: list[dict[str, Any]] = field(default_factory=list)  # trials after it: known-good starting points
+    mutation_gains: dict[str, float] = field(default_factory=dict)  # evolve: a key's step relative to the others
     time_budget_s: float = 0.0  # > 0: start trials while one can still reach the first rung in this time
     final_epochs: int = 0  # > 0: after the search, train the best configuration(s) this long
     final_top_k: int = 1

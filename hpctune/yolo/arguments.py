@@ -176,9 +176,18 @@ def build_spec(
         gpu_per_trial=gpu_per_trial, cpus_per_trial=cpus_per_trial, seed=seed, name=name,
         storage=storage, space=search_space, train_args=train_args, data_config=data_config,
         wandb=_check_wandb(wandb, name), search_alg=search_alg, baseline=baseline, starts=starts,
+        mutation_gains=_mutation_gains(search_space) if search_alg == "evolve" else {},
         final_epochs=final_epochs, final_top_k=final_top_k, time_budget_s=time_budget_s,
         warm_start=str(warm) if warm else "",
     )
+
+
+def _mutation_gains(search_space: dict[str, Any]) -> dict[str, float]:
+    """Ultralytics' genetic Tuner's gains for the searched keys (momentum moves 0.3 of the usual step: a full
+    step from its default 0.937 reaches the top of the range, beta1 0.98, which trained badly in
+    bench_search_quality's runs)."""
+    searched = set(spaces.searched_keys(search_space))
+    return {key: gain for key, gain in spaces.ultralytics_mutation_gains().items() if key in searched}
 
 
 def _positive_int(label: str, value: Any) -> int:

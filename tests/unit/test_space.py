@@ -13,6 +13,7 @@ from hpctune.yolo.space import (
     named_space,
     named_space_note,
     range_notes,
+    ultralytics_mutation_gains,
 )
 
 
@@ -37,6 +38,12 @@ def test_ultralytics_space_is_read_from_the_installed_package():
     assert len(space) >= 20 and all(f'"{key}"' in source for key in space)
     assert space["box"] == {"uniform": [1.0, 20.0]} and space["close_mosaic"] == {"randint": [0, 11]}
     assert range_notes(space) == []  # every range holds Ultralytics' default (within a factor of 10)
+
+
+def test_the_genetic_tuners_gains_are_read_from_the_installed_package():
+    """A canary: Ultralytics 8.4's Tuner moves momentum 0.3 of the usual mutation step; if its source changes
+    shape the gains are lost (every key then moves alike) and this test says so."""
+    assert ultralytics_mutation_gains() == {"momentum": 0.3}
 
 
 def test_range_far_from_the_default_gets_a_note():
