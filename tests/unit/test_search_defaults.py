@@ -20,3 +20,9 @@ def test_auto_picks_evolve_for_small_budgets_and_tpe_from_30_trials(tiny_data, t
 def test_the_seed_seeds_every_trials_training_unless_given(tiny_data, tmp_path):
     assert _spec(tiny_data, tmp_path, seed=5).train_args["seed"] == 5
     assert _spec(tiny_data, tmp_path, seed=5, train_args={"seed": 2}).train_args["seed"] == 2
+
+
+def test_evolve_gets_ultralytics_mutation_gains_for_the_keys_it_searches(tiny_data, tmp_path):
+    assert _spec(tiny_data, tmp_path).mutation_gains == {"momentum": 0.3}
+    assert _spec(tiny_data, tmp_path, train_args={"momentum": 0.9}).mutation_gains == {}  # fixed: not searched
+    assert _spec(tiny_data, tmp_path, search_alg="tpe").mutation_gains == {}
