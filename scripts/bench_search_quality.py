@@ -61,6 +61,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).resolve().parent
 METRIC = "metrics/mAP50-95(B)"
 PEERS = ("untuned", "ultralytics-genetic", "ultralytics-ray")
+NO_EARLY_STOPS = ("untuned", "ultralytics-genetic")  # rows the grace period does not change
 DEFAULT_ALGS = ("tpe", "evolve", "random")
 MODEL = "yolov8n.yaml"  # built from yaml: no weights download
 
@@ -246,9 +247,11 @@ def make_report(settings: dict, runs: dict[str, dict[int, dict]]) -> dict:
 
 def merge(paths: list[Path]) -> tuple[dict, dict]:
     """The settings and runs of several results files of one budget (their seeds joined, a later file's
-    row and seed replacing an earlier one's); exits with one line if their budgets differ."""
-    budget_keys = ("trials", "epochs", "grace", "imgsz", "batch", "n_train", "n_val", "model")
+    row and seed replacing an earlier one's); exits with one line if their budgets differ. The grace period
+    counts only for files with a row that stops early: untuned and genetic runs join runs of any grace."""
+    budget_keys = ("trials", "epochs", "imgsz", "batch", "n_train", "n_val", "model")
     settings: dict = {}
+    grace = None
     runs: dict[str, dict[int, dict]] = {}
     for path in paths:
         try:
@@ -258,10 +261,17 @@ def merge(paths: list[Path]) -> tuple[dict, dict]:
         budget = {key: report["settings"].get(key) for key in budget_keys}
         if settings and budget != {key: settings.get(key) for key in budget_keys}:
             sys.exit(f"--merge: {path} has another budget ({budget}): merge runs of one budget only")
-        settings = {**report["settings"], "seeds": sorted({*settings.get("seeds", []), *report["settings"]["seeds"]})}
+        if set(report["runs"]) - set(NO_EARLY_STOPS):
+            if grace not in (None, report["settings"]["grace"]):
+                sys.exit(f"--merge: {path} has grace {report['settings']['grace']}, another file {grace}: "
+                         "merge runs of one grace period only")
+            grace = report["settings"]["grace"]
+        settings = {**settings, **report["settings"],
+                    "seeds": sorted({*settings.get("seeds", []), *report["settings"]["seeds"]})}
         for row, by_seed in report["runs"].items():
             runs.setdefault(row, {}).update({int(seed): outcome for seed, outcome in by_seed.items()})
-    return {**settings, "merged_from": [str(p) for p in paths]}, runs
+    return {**settings, "grace": grace if grace is not None else settings["grace"],
+            "merged_from": [str(p) for p in paths]}, runs
 
 
 def print_table(summary: dict[str, dict], table_ratios: dict) -> None:

@@ -119,8 +119,8 @@ def ultralytics_mutation_gains() -> dict[str, float]:
         tree = ast.parse(inspect.getsource(tuner.Tuner.__init__).lstrip())
         spaces_found = [node for node in ast.walk(tree) if isinstance(node, ast.Dict) and node.values
                         and all(isinstance(value, ast.Tuple) for value in node.values)]
-        return {ast.literal_eval(key): float(ast.literal_eval(value)[2])
-                for node in spaces_found for key, value in zip(node.keys, node.values) if len(value.elts) == 3}
+        return {ast.literal_eval(key): float(ast.literal_eval(value)[2]) for node in spaces_found
+                for key, value in zip(node.keys, node.values, strict=True) if len(value.elts) == 3}
     except (OSError, TypeError, ValueError, SyntaxError, AttributeError):
         return {}
 

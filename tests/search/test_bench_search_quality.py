@@ -91,13 +91,14 @@ def test_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     assert str(out) in done.stdout
 
 
-def _results(path: Path, seeds: dict[int, tuple[float, float]], trials: int = 8) -> Path:
+def _results(path: Path, seeds: dict[int, tuple[float, float]], trials: int = 8, grace: int = 3,
+             rows: tuple[str, ...] = ("ultralytics-genetic", "hpctune-random")) -> Path:
     """A results file as the benchmark writes it: per seed, the genetic Tuner's and hpctune's best."""
-    settings = {"trials": trials, "epochs": 10, "grace": 3, "seeds": sorted(seeds), "imgsz": 96, "batch": 16,
+    settings = {"trials": trials, "epochs": 10, "grace": grace, "seeds": sorted(seeds), "imgsz": 96, "batch": 16,
                 "n_train": 384, "n_val": 96, "model": "yolov8n.yaml"}
     runs = {"ultralytics-genetic": {str(s): {"best": g, "epochs": 80, "wall_s": 300.0} for s, (g, _) in seeds.items()},
             "hpctune-random": {str(s): {"best": h, "epochs": 50, "wall_s": 100.0} for s, (_, h) in seeds.items()}}
-    path.write_text(json.dumps({"settings": settings, "runs": runs}))
+    path.write_text(json.dumps({"settings": settings, "runs": {row: runs[row] for row in rows}}))
     return path
 
 
@@ -122,3 +123,21 @@ def test_merge_joins_the_seeds_of_several_runs_and_pairs_them_by_seed(tmp_path: 
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0 and "another budget" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_merge_joins_rows_without_early_stops_to_runs_of_another_grace_but_not_searches(tmp_path: Path) -> None:
+    """The genetic Tuner trains every trial fully: its runs pair with hpctune's at any grace period."""
+    genetic = _results(tmp_path / "g.json", {0: (0.10, 0.0)}, grace=3, rows=("ultralytics-genetic",))
+    searches = _results(tmp_path / "h.json", {0: (0.0, 0.12)}, grace=10, rows=("hpctune-random",))
+    out = tmp_path / "merged.json"
+    done = subprocess.run([sys.executable, str(SCRIPT), "--merge", str(genetic), str(searches), "--out", str(out)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["settings"]["grace"] == 10
+    assert report["ratios"]["hpctune-random"]["ultralytics-genetic"]["better_on"] == 1
+    other = _results(tmp_path / "h3.json", {1: (0.0, 0.1)}, grace=3, rows=("hpctune-random",))
+    refused = subprocess.run([sys.executable, str(SCRIPT), "--merge", str(searches), str(other)],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "one grace period only" in refused.stderr
+
