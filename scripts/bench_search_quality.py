@@ -245,10 +245,11 @@ def make_report(settings: dict, runs: dict[str, dict[int, dict]]) -> dict:
     return {"settings": settings, "runs": runs, "summary": summary, "ratios": ratios(summary)}
 
 
-def merge(paths: list[Path]) -> tuple[dict, dict]:
-    """The settings and runs of several results files of one budget (their seeds joined, a later file's
-    row and seed replacing an earlier one's); exits with one line if their budgets differ. The grace period
-    counts only for files with a row that stops early: untuned and genetic runs join runs of any grace."""
+def merge(paths: list[Path], rows: list[str] | None = None) -> tuple[dict, dict]:
+    """The settings and runs (only `rows` if given) of several results files of one budget (their seeds
+    joined, a later file's row and seed replacing an earlier one's); exits with one line if their budgets
+    differ. The grace period counts only for files with a row that stops early: untuned and genetic runs
+    join runs of any grace."""
     budget_keys = ("trials", "epochs", "imgsz", "batch", "n_train", "n_val", "model")
     settings: dict = {}
     grace = None
@@ -258,6 +259,7 @@ def merge(paths: list[Path]) -> tuple[dict, dict]:
             report = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             sys.exit(f"--merge: {path} cannot be read ({exc}): give results files this script wrote")
+        report["runs"] = {row: by_seed for row, by_seed in report["runs"].items() if not rows or row in rows}
         budget = {key: report["settings"].get(key) for key in budget_keys}
         if settings and budget != {key: settings.get(key) for key in budget_keys}:
             sys.exit(f"--merge: {path} has another budget ({budget}): merge runs of one budget only")
@@ -303,7 +305,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="work folder (default: a fresh temporary one)")
     parser.add_argument("--out", type=Path, help="JSON of all raw figures (default: WORKDIR/results.json)")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="RESULTS_JSON",
-                        help="run nothing: print the table of these results files (one budget, seeds joined)")
+                        help="run nothing: print the table of these results files (one budget, seeds joined; "
+                             "with --rows, those rows only)")
     # Dataset size (hidden: for the smoke test) and the child-process side.
     parser.add_argument("--n-train", type=int, default=384, help=argparse.SUPPRESS)
     parser.add_argument("--n-val", type=int, default=96, help=argparse.SUPPRESS)
@@ -316,7 +319,7 @@ def main() -> None:
         run_child(args)
         return
     if args.merge:
-        report = make_report(*merge(args.merge))
+        report = make_report(*merge(args.merge, args.rows))
         settings = report["settings"]
         print(f"merged: {settings['trials']} trials x {settings['epochs']} epochs, "
               f"ASHA grace {settings['grace']}, seeds {settings['seeds']}")

@@ -140,4 +140,14 @@ def test_merge_joins_rows_without_early_stops_to_runs_of_another_grace_but_not_s
     refused = subprocess.run([sys.executable, str(SCRIPT), "--merge", str(searches), str(other)],
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0 and "one grace period only" in refused.stderr
+    mixed = _results(tmp_path / "m.json", {0: (0.10, 0.05)}, grace=3)  # a grace-3 search beside the genetic row
+    chosen = subprocess.run([sys.executable, str(SCRIPT), "--merge", str(mixed), str(searches), "--rows",
+                             "ultralytics-genetic", "hpctune-random"], capture_output=True, text=True, timeout=60)
+    assert chosen.returncode != 0 and "one grace period only" in chosen.stderr
+    peers = tmp_path / "peers.json"  # the genetic row alone, then joined to the grace-10 searches
+    for command in (["--merge", str(mixed), "--rows", "ultralytics-genetic", "--out", str(peers)],
+                    ["--merge", str(peers), str(searches), "--out", str(out)]):
+        joined = subprocess.run([sys.executable, str(SCRIPT), *command], capture_output=True, text=True, timeout=60)
+        assert joined.returncode == 0, joined.stderr
+    assert json.loads(out.read_text())["summary"]["ultralytics-genetic"]["best_mean"] == pytest.approx(0.10)
 
