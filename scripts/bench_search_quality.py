@@ -276,6 +276,13 @@ def merge(paths: list[Path], rows: list[str] | None = None) -> tuple[dict, dict]
             "merged_from": [str(p) for p in paths]}, runs
 
 
+def write_results(path: Path, report: dict) -> None:
+    """Replace the results file whole or not at all: a full disk must not leave half a file."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(report, indent=1, default=float))
+    os.replace(partial, path)
+
+
 def print_table(summary: dict[str, dict], table_ratios: dict) -> None:
     print(f"\n{'row':22s} {'best mAP50-95 mean':>18s} {'(min-max)':>15s}  {'per seed':24s} "
           f"{'epochs':>6s} {'wall s':>8s}")
@@ -325,7 +332,7 @@ def main() -> None:
               f"ASHA grace {settings['grace']}, seeds {settings['seeds']}")
         print_table(report["summary"], report["ratios"])
         if args.out:
-            args.out.write_text(json.dumps(report, indent=1, default=float))
+            write_results(args.out, report)
         return
 
     all_rows = [*PEERS, *(f"hpctune-{alg}" for alg in args.algs)]
@@ -362,7 +369,7 @@ def main() -> None:
                       f"{outcome['epochs']} epochs  {outcome['wall_s']:.1f} s{extra}", flush=True)
             report = make_report(settings, runs)
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(report, indent=1, default=float))
+            write_results(out, report)
 
     print_table(report["summary"], report["ratios"])
     print(f"\nraw figures: {out}")
