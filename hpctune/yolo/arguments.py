@@ -37,7 +37,7 @@ METRIC_NAMES = ("mAP50-95", "mAP50", "fitness", "top1", "top5")
 SEARCH_ALGS = ("auto", "evolve", "tpe", "optuna", "random")
 DEFAULT_SEARCH_ALG = "auto"
 # `auto`: evolve below this many trials, tpe from it on. At 8 trials on real YOLO over 10 seeds evolve's mean
-# was above random's (scripts/bench_search_quality.py: 0.105 against 0.097, better on 2 seeds, worse on 2: a
+# was above random's (scripts/bench_search_quality.py: 0.107 against 0.097, better on 2 seeds, worse on 2: a
 # tie within the noise) and tpe the worst (seeds 0-4); from 30 trials tpe beats random on most seeds of a synthetic
 # objective (scripts/bench_searcher_feedback.py), and on real YOLO at 30 trials on 2 of 3.
 # Figures: README, "Search quality".
