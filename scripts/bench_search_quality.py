@@ -14,6 +14,11 @@ after the other (never two at once):
 
 Every row gets the same user arguments (imgsz, batch, workers=0, plots=False, seed) and otherwise keeps
 its own defaults (search space, optimizer, threads, ASHA ranking), which is part of what is compared.
+Each tool draws its own initial weights: untuned and hpctune build the model from the yaml with the
+training seed, the genetic Tuner trains every iteration from a copy of the random weights its YOLO
+object was built with (a fresh draw in every run). On this data that draw moves a run's best as much as
+the search does. --shared-init removes it from the comparison: for each seed, one set of random weights
+(drawn with that seed, saved as the genetic Tuner saves its copy) is every row's model.
 The budget is equal: T trials of at most E epochs each (untuned: one trial). A seed sets every row's
 training seed and hpctune's search; Ultralytics' searchers draw fresh randomness (unseeded mutation,
 Optuna), so their spread over seeds also shows their own run-to-run variation.
@@ -32,7 +37,8 @@ Everything lives in a fresh temporary work folder (dataset, runs, Ultralytics/ma
 offline, so it runs from a fresh clone with no other state. CPU only.
 
     .venv/bin/python scripts/bench_search_quality.py [--trials 8] [--epochs 10] [--grace 3] [--seeds 0 1]
-        [--imgsz 96] [--algs tpe evolve random] [--rows untuned ultralytics-genetic ...] [--workdir DIR]
+        [--imgsz 96] [--algs tpe evolve random] [--rows untuned ultralytics-genetic ...] [--shared-init]
+        [--workdir DIR]
     .venv/bin/python scripts/bench_search_quality.py --merge A/results.json B/results.json [--out FILE]
 
 --merge runs nothing: it prints one table of several runs of the same budget (say seeds 0-4, then 5-9).
@@ -78,10 +84,22 @@ def user_args(s: dict) -> dict:
     return {"imgsz": s["imgsz"], "batch": s["batch"], "workers": 0, "plots": False, "seed": s["seed"]}
 
 
+def save_initial_weights(path: Path, seed: int) -> None:
+    """Random weights of MODEL drawn with `seed`, saved whole or not at all, in half precision as
+    Ultralytics saves a model (and the genetic Tuner its starting copy)."""
+    import torch
+    from ultralytics import YOLO
+
+    torch.manual_seed(seed)
+    partial = path.with_name(path.stem + ".partial.pt")
+    YOLO(MODEL).save(partial)
+    os.replace(partial, path)
+
+
 def run_untuned(s: dict) -> dict:
     from ultralytics import YOLO
 
-    model = YOLO(MODEL)
+    model = YOLO(s["model"])
     final = model.train(data=s["data"], epochs=s["epochs"], device="cpu", project=s["rundir"], name="untuned",
                         **user_args(s))
     history = epoch_maps(Path(model.trainer.save_dir) / "results.csv")
@@ -97,7 +115,7 @@ def epoch_maps(results_csv: Path) -> list[float]:
 def run_genetic(s: dict) -> dict:
     from ultralytics import YOLO
 
-    YOLO(MODEL).tune(data=s["data"], epochs=s["epochs"], iterations=s["trials"], use_ray=False, save=False,
+    YOLO(s["model"]).tune(data=s["data"], epochs=s["epochs"], iterations=s["trials"], use_ray=False, save=False,
                      val=True, device="cpu", project=s["rundir"], name="genetic", **user_args(s))
     (results,) = Path(s["rundir"]).rglob("tune_results.ndjson")
     records = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
@@ -113,7 +131,7 @@ def run_ray(s: dict) -> dict:
 
     # A cluster of our own: never attach to a stale one left by another run.
     ray.init(address="local", num_cpus=cpu_count(), include_dashboard=False, log_to_driver=False)
-    grid = YOLO(MODEL).tune(data=s["data"], epochs=s["epochs"], iterations=s["trials"], use_ray=True,
+    grid = YOLO(s["model"]).tune(data=s["data"], epochs=s["epochs"], iterations=s["trials"], use_ray=True,
                             grace_period=s["grace"], gpu_per_trial=0, device="cpu", project=s["rundir"], name="ray",
                             **user_args(s))
     per_trial, epochs = [], 0
@@ -133,7 +151,7 @@ def run_hpctune(s: dict, alg: str) -> dict:
     sys.path.insert(0, str(REPO))
     import hpctune
 
-    kwargs = {"model": MODEL, "data": s["data"], "max_samples": s["trials"], "epochs": s["epochs"],
+    kwargs = {"model": s["model"], "data": s["data"], "max_samples": s["trials"], "epochs": s["epochs"],
               "grace_period": s["grace"], "seed": s["seed"], "storage": s["rundir"], "name": f"hpctune-{alg}",
               "imgsz": s["imgsz"], "batch": s["batch"], "workers": 0, "search_alg": alg}
     result = hpctune.tune(**kwargs)
@@ -146,8 +164,12 @@ def run_hpctune(s: dict, alg: str) -> dict:
 
 def run_child(args) -> None:
     settings = {"data": args.data, "rundir": args.rundir, "trials": args.trials, "epochs": args.epochs,
-                "grace": args.grace, "seed": args.seed, "imgsz": args.imgsz, "batch": args.batch}
+                "grace": args.grace, "seed": args.seed, "imgsz": args.imgsz, "batch": args.batch,
+                "model": args.model}
     start = time.perf_counter()
+    if args.child == "init":
+        save_initial_weights(Path(args.model), args.seed)
+        return
     if args.child == "untuned":
         outcome = run_untuned(settings)
     elif args.child == "ultralytics-genetic":
@@ -180,13 +202,24 @@ def prepare_env(workdir: Path) -> dict:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 
 
+def initial_weights(workdir: Path, seed: int, env: dict) -> Path:
+    """The seed's shared initial weights (--shared-init), made once in a child process."""
+    path = workdir / "init" / f"seed{seed}.pt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", "init", "--seed", str(seed),
+                        "--model", str(path)], env=env, cwd=path.parent, check=True, capture_output=True)
+    return path
+
+
 def run_row(args, row: str, seed: int, data: Path, workdir: Path, env: dict) -> dict:
     rundir = workdir / "runs" / f"{row}-seed{seed}"
     rundir.mkdir(parents=True)
+    model = initial_weights(workdir, seed, env) if args.shared_init else MODEL
     command = [sys.executable, str(Path(__file__).resolve()), "--child", row, "--seed", str(seed),
                "--data", str(data), "--rundir", str(rundir), "--trials", str(args.trials),
                "--epochs", str(args.epochs), "--grace", str(args.grace), "--imgsz", str(args.imgsz),
-               "--batch", str(args.batch)]
+               "--batch", str(args.batch), "--model", str(model)]
     log = rundir / "output.log"
     start = time.perf_counter()
     with open(log, "w") as out:
@@ -250,7 +283,7 @@ def merge(paths: list[Path], rows: list[str] | None = None) -> tuple[dict, dict]
     joined, a later file's row and seed replacing an earlier one's); exits with one line if their budgets
     differ. The grace period counts only for files with a row that stops early: untuned and genetic runs
     join runs of any grace."""
-    budget_keys = ("trials", "epochs", "imgsz", "batch", "n_train", "n_val", "model")
+    budget_keys = ("trials", "epochs", "imgsz", "batch", "n_train", "n_val", "model", "shared_init")
     settings: dict = {}
     grace = None
     runs: dict[str, dict[int, dict]] = {}
@@ -260,6 +293,7 @@ def merge(paths: list[Path], rows: list[str] | None = None) -> tuple[dict, dict]
         except (OSError, ValueError) as exc:
             sys.exit(f"--merge: {path} cannot be read ({exc}): give results files this script wrote")
         report["runs"] = {row: by_seed for row, by_seed in report["runs"].items() if not rows or row in rows}
+        report["settings"].setdefault("shared_init", False)  # files written before --shared-init
         budget = {key: report["settings"].get(key) for key in budget_keys}
         if settings and budget != {key: settings.get(key) for key in budget_keys}:
             sys.exit(f"--merge: {path} has another budget ({budget}): merge runs of one budget only")
@@ -309,6 +343,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--algs", nargs="+", default=list(DEFAULT_ALGS), help="hpctune search algorithms, one row each")
     parser.add_argument("--rows", nargs="+", help="run only these rows (default: the peers and every hpctune-<alg>)")
+    parser.add_argument("--shared-init", action="store_true",
+                        help="every row of a seed trains from the same random initial weights, drawn with the seed")
     parser.add_argument("--workdir", type=Path, help="work folder (default: a fresh temporary one)")
     parser.add_argument("--out", type=Path, help="JSON of all raw figures (default: WORKDIR/results.json)")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="RESULTS_JSON",
@@ -321,6 +357,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--rundir", help=argparse.SUPPRESS)
+    parser.add_argument("--model", default=MODEL, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         run_child(args)
@@ -350,10 +387,11 @@ def main() -> None:
     data = make_hard_dataset(workdir / "data", n_train=args.n_train, n_val=args.n_val, imgsz=args.imgsz, seed=0)
     settings = {"trials": args.trials, "epochs": args.epochs, "grace": args.grace, "seeds": args.seeds,
                 "imgsz": args.imgsz, "batch": args.batch, "n_train": args.n_train, "n_val": args.n_val,
-                "cpus": cpu_count(), "model": MODEL, "data": str(data)}
+                "cpus": cpu_count(), "model": MODEL, "shared_init": args.shared_init, "data": str(data)}
     print(f"budget: {args.trials} trials x {args.epochs} epochs, ASHA grace {args.grace}, seeds {args.seeds}; "
           f"hard_shapes {args.n_train}+{args.n_val} images at {args.imgsz} px, batch {args.batch}; "
-          f"{cpu_count()} CPUs; work folder {workdir}", flush=True)
+          f"{cpu_count()} CPUs; {'shared' if args.shared_init else 'each tool its own'} initial weights; "
+          f"work folder {workdir}", flush=True)
 
     runs: dict[str, dict[int, dict]] = {}
     for row in rows:
