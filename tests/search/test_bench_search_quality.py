@@ -91,6 +91,29 @@ def test_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     assert str(out) in done.stdout
 
 
+@pytest.mark.slow
+def test_shared_init_gives_every_row_of_a_seed_the_same_initial_weights(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    command = [sys.executable, str(SCRIPT), "--trials", "2", "--epochs", "1", "--grace", "1", "--seeds", "0", "1",
+               "--rows", "untuned", "ultralytics-genetic", "--n-train", "16", "--n-val", "8", "--imgsz", "64",
+               "--shared-init", "--workdir", str(work)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": ""})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "shared initial weights" in done.stdout
+    assert json.loads((work / "results.json").read_text())["settings"]["shared_init"] is True
+    import torch
+
+    weights = {seed: torch.load(work / "init" / f"seed{seed}.pt", weights_only=False)["model"].state_dict()
+               for seed in (0, 1)}
+    assert not all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # one draw per seed
+    for seed in (0, 1):
+        untuned = yaml.safe_load((work / "runs" / f"untuned-seed{seed}" / "untuned" / "args.yaml").read_text())
+        assert untuned["model"] == str(work / "init" / f"seed{seed}.pt")
+        log = (work / "runs" / f"ultralytics-genetic-seed{seed}" / "output.log").read_text()
+        assert f"seed{seed}.pt" in log and log.count("Transferred 349/355 items") == 2  # both iterations
+
+
 def _results(path: Path, seeds: dict[int, tuple[float, float]], trials: int = 8, grace: int = 3,
              rows: tuple[str, ...] = ("ultralytics-genetic", "hpctune-random")) -> Path:
     """A results file as the benchmark writes it: per seed, the genetic Tuner's and hpctune's best."""
@@ -123,6 +146,12 @@ def test_merge_joins_the_seeds_of_several_runs_and_pairs_them_by_seed(tmp_path: 
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0 and "another budget" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+    shared = _results(tmp_path / "s.json", {3: (0.1, 0.1)})  # the same budget, every row from shared weights
+    report = json.loads(shared.read_text())
+    shared.write_text(json.dumps({**report, "settings": {**report["settings"], "shared_init": True}}))
+    refused = subprocess.run([sys.executable, str(SCRIPT), "--merge", str(first), str(shared)],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "another budget" in refused.stderr
 
 
 def test_merge_joins_rows_without_early_stops_to_runs_of_another_grace_but_not_searches(tmp_path: Path) -> None:
