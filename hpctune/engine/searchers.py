@@ -424,8 +424,10 @@ class EvolveSearcher(SpaceSearcher):
     def _parents(self) -> tuple[list[dict[str, Any]], np.ndarray]:
         """The searched values of the best `parents` trials by the best metric each reached so far, and their
         weights: as Ultralytics weights its parents, the metric less the lowest one's plus 1e-6. Before any
-        result: the starting points, then the baseline (weight ~0 while a starting point is there)."""
-        known = [trial for trial in self.trials.values() if trial["results"] and trial["outcome"] != "error"]
+        result (the baseline's aside, see _may_parent): the starting points, then the baseline (weight ~0 while
+        a starting point is there)."""
+        known = [trial for trial in self.trials.values()
+                 if trial["results"] and trial["outcome"] != "error" and self._may_parent(trial)]
         if not known:
             points = [*self.starts, *([self.anchor] if self.anchor is not None else [])]
             return points, np.arange(len(points), 0, -1, dtype=float) - 1 + 1e-6
@@ -434,7 +436,21 @@ class EvolveSearcher(SpaceSearcher):
         values = np.array([value for value, _ in best])
         finite = values[np.isfinite(values)]
         values = np.where(np.isfinite(values), values, finite.min() if finite.size else 0.0)
-        return [{key: trial["config"][key] for key in self.searched} for _, trial in best], values - values.min() + 1e-6
+        return [self._values(trial) for _, trial in best], values - values.min() + 1e-6
+
+    def _may_parent(self, trial: dict[str, Any]) -> bool:
+        """The baseline (the untuned configuration, there to measure the gain; Ultralytics' tuners never search
+        from it) is bred from only once every starting point has ended below it. It reports first when one
+        trial runs at a time (one GPU), and was bred from before the start had shown anything."""
+        if not self.starts or self.anchor is None or self._values(trial) != self.anchor:
+            return True
+        starts = [t for t in self.trials.values() if self._values(t) in self.starts]
+        ended = {repr(self._values(t)) for t in starts if t["outcome"] is not None}
+        return len(ended) == len({repr(start) for start in self.starts}) and all(
+            self._best(trial) > self._best(t) for t in starts if t["results"])
+
+    def _values(self, trial: dict[str, Any]) -> dict[str, Any]:
+        return {key: trial["config"][key] for key in self.searched}
 
     @staticmethod
     def _best(trial: dict[str, Any]) -> float:

@@ -269,7 +269,7 @@ def test_evolve_breeds_from_a_finished_good_trial_not_from_one_that_is_only_furt
         search.on_trial_result("start", {"fitness": value, "epoch": epoch})
     report(search, "child", [0.0, 0.0001, 0.0003])
     ids, weights = _parent_ids(search)
-    assert ids == ["start", "base", "child"] and weights[0] > 0.95
+    assert ids == ["start", "child"] and weights[0] > 0.95  # the baseline waits for the start to end
 
 
 def test_evolve_concentrates_near_the_optimum_better_than_random():
@@ -340,4 +340,20 @@ def test_evolve_breeds_from_the_starting_points_before_any_result():
     parents, weights = search._parents()
     assert parents == [searched(start), searched(BASELINE)] and weights[1] < 1e-5 * weights[0]  # the start
     report(search, "base", [0.1])
-    assert search._parents()[0] == [searched(BASELINE)]  # then the trials with results
+    assert search._parents()[0] == [searched(start), searched(BASELINE)]  # the baseline's result alone: the start
+    search.on_trial_result("start", {"fitness": 0.3, "epoch": 1})
+    assert search._parents()[0] == [searched(start)]  # then the trials with results
+
+
+def test_evolve_breeds_from_the_baseline_only_once_every_start_ended_below_it():
+    """One trial at a time: the baseline ends before the start reports; its children are not the baseline's."""
+    start = {**BASELINE, "lr0": 0.001, "momentum": 0.9}
+    search = searcher("evolve", starts=[start])
+    search.suggest("base"), search.suggest("start")
+    report(search, "base", [0.1, 0.2])
+    parents, weights = search._parents()  # a child asked for now (Ray asks ahead) is the start's
+    assert parents == [searched(start), searched(BASELINE)] and weights[1] < 1e-5 * weights[0]
+    search.on_trial_result("start", {"fitness": 0.05, "epoch": 1})
+    assert _parent_ids(search)[0] == ["start"]  # running: the baseline waits for it to end
+    report(search, "start", [0.05, 0.1])
+    assert _parent_ids(search)[0] == ["base", "start"]  # ended below the baseline: the baseline is a parent
