@@ -41,9 +41,10 @@ def tune(
     """Run an ASHA search over YOLO training, with Ultralytics' `model.tune()` arguments.
 
     Keywords of `hpctune.yolo.arguments.build_spec` are search settings (epochs, search_alg: auto
-    (default: evolve below 30 trials, tpe from 30), evolve, tpe/optuna or random; iterations, Ultralytics' name for max_samples; metric, seed, name, storage,
-    reduction_factor, cpus_per_trial, wandb); any other keyword is a training argument, as in
-    `model.tune(data=..., epochs=30, imgsz=320)`. `address` names a running Ray cluster."""
+    (default: evolve below 30 trials, tpe from 30), evolve, tpe/optuna or random; iterations, Ultralytics'
+    name for max_samples; metric, seed, name, storage, reduction_factor, cpus_per_trial, wandb); any other
+    keyword is a training argument, as in `model.tune(data=..., epochs=30, imgsz=320)`. `address` names a
+    running Ray cluster."""
     from hpctune.jobs import local
 
     settings = {key: options.pop(key) for key in list(options) if key in SEARCH_SETTINGS}

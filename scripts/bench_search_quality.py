@@ -116,7 +116,7 @@ def run_genetic(s: dict) -> dict:
     from ultralytics import YOLO
 
     YOLO(s["model"]).tune(data=s["data"], epochs=s["epochs"], iterations=s["trials"], use_ray=False, save=False,
-                     val=True, device="cpu", project=s["rundir"], name="genetic", **user_args(s))
+                          val=True, device="cpu", project=s["rundir"], name="genetic", **user_args(s))
     (results,) = Path(s["rundir"]).rglob("tune_results.ndjson")
     records = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     # One record per iteration; its metrics are those of the iteration's best.pt, else its last epoch.
@@ -132,8 +132,8 @@ def run_ray(s: dict) -> dict:
     # A cluster of our own: never attach to a stale one left by another run.
     ray.init(address="local", num_cpus=cpu_count(), include_dashboard=False, log_to_driver=False)
     grid = YOLO(s["model"]).tune(data=s["data"], epochs=s["epochs"], iterations=s["trials"], use_ray=True,
-                            grace_period=s["grace"], gpu_per_trial=0, device="cpu", project=s["rundir"], name="ray",
-                            **user_args(s))
+                                 grace_period=s["grace"], gpu_per_trial=0, device="cpu", project=s["rundir"],
+                                 name="ray", **user_args(s))
     per_trial, epochs = [], 0
     for result in grid:
         frame = result.metrics_dataframe
