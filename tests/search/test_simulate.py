@@ -110,12 +110,29 @@ search.run(sys.argv[1])
 
 
 def _kill_group(process: subprocess.Popen) -> None:
-    """SIGKILL the driver, then whatever of its process group (its private Ray) is left."""
+    """SIGKILL the driver and its process group (its private Ray), and wait until every member is gone: a
+    trial process still alive for a moment could write an epoch after the test has read the records."""
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     process.wait()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and _group_members(process.pid):
+        time.sleep(0.1)
+    assert not _group_members(process.pid), "processes of the killed search outlived SIGKILL"
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while being read
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":  # field 5 of stat: the process group; zombies are gone
+            members.append(int(stat.parent.name))
+    return members
 
 
 def test_killed_simulated_search_resumes_without_training_twice(shared_tmp):
