@@ -64,6 +64,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # hpctune from this checkout
 SCRIPTS = Path(__file__).resolve().parent
 METRIC = "metrics/mAP50-95(B)"
 PEERS = ("untuned", "ultralytics-genetic", "ultralytics-ray")
@@ -148,7 +149,6 @@ def run_ray(s: dict) -> dict:
 
 
 def run_hpctune(s: dict, alg: str) -> dict:
-    sys.path.insert(0, str(REPO))
     import hpctune
 
     kwargs = {"model": s["model"], "data": s["data"], "max_samples": s["trials"], "epochs": s["epochs"],
@@ -312,9 +312,9 @@ def merge(paths: list[Path], rows: list[str] | None = None) -> tuple[dict, dict]
 
 def write_results(path: Path, report: dict) -> None:
     """Replace the results file whole or not at all: a full disk must not leave half a file."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(report, indent=1, default=float))
-    os.replace(partial, path)
+    from hpctune.run.rundir import atomic_write_text
+
+    atomic_write_text(path, json.dumps(report, indent=1, default=float))
 
 
 def print_table(summary: dict[str, dict], table_ratios: dict) -> None:

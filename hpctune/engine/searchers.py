@@ -445,9 +445,9 @@ class EvolveSearcher(SpaceSearcher):
         if not self.starts or self.anchor is None or self._values(trial) != self.anchor:
             return True
         starts = [t for t in self.trials.values() if self._values(t) in self.starts]
-        ended = {repr(self._values(t)) for t in starts if t["outcome"] is not None}
-        return len(ended) == len({repr(start) for start in self.starts}) and all(
-            self._best(trial) > self._best(t) for t in starts if t["results"])
+        every_start_ended = all(any(self._values(t) == start and t["outcome"] is not None for t in starts)
+                                for start in self.starts)
+        return every_start_ended and all(self._best(trial) > self._best(t) for t in starts if t["results"])
 
     def _values(self, trial: dict[str, Any]) -> dict[str, Any]:
         return {key: trial["config"][key] for key in self.searched}

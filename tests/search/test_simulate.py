@@ -7,6 +7,7 @@ an epoch twice or creating a trial twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import REPO, read_records
 
@@ -110,28 +112,32 @@ search.run(sys.argv[1])
 
 
 def _kill_group(process: subprocess.Popen) -> None:
-    """SIGKILL the driver and its process group (its private Ray), and wait until every member is gone: a
-    trial process still alive for a moment could write an epoch after the test has read the records."""
+    """SIGKILL the driver and every process of its session (its private Ray: Ray makes each worker a process
+    group leader, so killing the driver's group alone left workers running), and wait until all are gone: a
+    trial process left alive wrote an epoch after the test had read the records."""
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     process.wait()
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and _group_members(process.pid):
+    while (members := _session_members(process.pid)) and time.monotonic() < deadline:
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         time.sleep(0.1)
-    assert not _group_members(process.pid), "processes of the killed search outlived SIGKILL"
+    assert not _session_members(process.pid), "processes of the killed search outlived SIGKILL"
 
 
-def _group_members(pgid: int) -> list[int]:
+def _session_members(sid: int) -> list[int]:
+    """The live processes of a session (a zombie can write nothing: it counts as gone)."""
     members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for proc in psutil.process_iter(["status"]):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the process ended while being read
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getsid(proc.pid) == sid:
+                members.append(proc.pid)
+        except ProcessLookupError:  # ended while being looked at
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":  # field 5 of stat: the process group; zombies are gone
-            members.append(int(stat.parent.name))
     return members
 
 
