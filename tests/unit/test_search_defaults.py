@@ -23,6 +23,7 @@ def test_the_seed_seeds_every_trials_training_unless_given(tiny_data, tmp_path):
 
 
 def test_evolve_gets_ultralytics_mutation_gains_for_the_keys_it_searches(tiny_data, tmp_path):
-    assert _spec(tiny_data, tmp_path).mutation_gains == {"momentum": 0.3}
-    assert _spec(tiny_data, tmp_path, train_args={"momentum": 0.9}).mutation_gains == {}  # fixed: not searched
+    # warmup_bias_lr (searched from auto's 0 to 0.1 only so that the baseline lies in the space) is not mutated
+    assert _spec(tiny_data, tmp_path).mutation_gains == {"momentum": 0.3, "warmup_bias_lr": 0.0}
+    assert _spec(tiny_data, tmp_path, train_args={"momentum": 0.9, "warmup_bias_lr": 0.1}).mutation_gains == {}
     assert _spec(tiny_data, tmp_path, search_alg="tpe").mutation_gains == {}

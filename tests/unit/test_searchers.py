@@ -294,6 +294,14 @@ def test_evolve_moves_momentum_by_its_gain_and_lr0_on_its_log_range():
     assert searcher("evolve").settings().get("gains") is None  # no gains: the settings of earlier runs
 
 
+def test_evolve_keeps_the_parents_value_of_a_key_with_gain_0():
+    search = searcher("evolve", gains={"momentum": 0.0})
+    parent = {"lr0": 1e-3, "momentum": 0.8, "weight_decay": 0.0005, "nbs": 32, "optimizer": "SGD"}
+    children = [search._mutate(parent) for _ in range(200)]
+    assert {child["momentum"] for child in children} == {0.8}
+    assert len({child["lr0"] for child in children}) > 50  # the other keys still move
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(SpecError, match="unknown searcher"):
         searcher("grid")
