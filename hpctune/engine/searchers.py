@@ -376,12 +376,12 @@ class EvolveSearcher(SpaceSearcher):
     Whenever asked, it picks a parent among the best `parents` trials known so far and mutates it as
     Ultralytics does: each searched value is mapped to [0, 1] of its range (log scale for loguniform), mutated
     with probability `mutation` by a Gaussian step of `sigma` times the key's gain (Ultralytics' gains: momentum
-    0.3; at least one grid step for randint/quniform), clipped to [0, 1] and mapped back (rounded to the grid);
-    a choice changes with probability `mutation` to another category. A child equal to an earlier configuration
-    is drawn again, and after 100 tries a random configuration is used. Steps of 0.2 of a log range move lr0 by
-    a factor of several: smaller, relative steps (+-20 %, Ultralytics' step at the top of its linear range)
-    found no better models in bench_search_quality and could not leave a baseline 10x from the good rate
-    (the demo's) in a few trials.
+    0.3; at least one grid step for randint/quniform; a gain of 0 keeps the parent's value), clipped to [0, 1]
+    and mapped back (rounded to the grid); a choice changes with probability `mutation` to another category.
+    A child equal to an earlier configuration is drawn again, and after 100 tries a random configuration is used.
+    Steps of 0.2 of a log range move lr0 by a factor of several: smaller, relative steps (+-20 %, Ultralytics'
+    step at the top of its linear range) found no better models in bench_search_quality and could not leave a
+    baseline 10x from the good rate (the demo's) in a few trials.
 
     Parents are chosen as Ultralytics chooses them: by the best metric each trial reached (finished, stopped by
     ASHA or still running), with a probability proportional to that metric less the lowest parent's (plus
@@ -402,8 +402,12 @@ class EvolveSearcher(SpaceSearcher):
         super().__init__(**kwargs)
         self.rng = np.random.default_rng(self.seed)
         self.gains = {key: float(gain) for key, gain in (gains or {}).items() if key in self.searched}
-        self.scales = [max(self.sigma * self.gains.get(key, 1.0), _grid_step(kind, args))
-                       for key, (kind, args) in self.searched.items()]
+        self.scales = [self._scale(key, kind, args) for key, (kind, args) in self.searched.items()]
+
+    def _scale(self, key: str, kind: str, args: list) -> float:
+        """A key's mutation step on [0, 1]: sigma times its gain, at least one grid step; 0 for a gain of 0."""
+        gain = self.gains.get(key, 1.0)
+        return max(self.sigma * gain, _grid_step(kind, args)) if gain else 0.0
 
     def settings(self):
         return {**super().settings(), **({"gains": self.gains} if self.gains else {})}

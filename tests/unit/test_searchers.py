@@ -295,10 +295,10 @@ def test_evolve_moves_momentum_by_its_gain_and_lr0_on_its_log_range():
 
 
 def test_evolve_keeps_the_parents_value_of_a_key_with_gain_0():
-    search = searcher("evolve", gains={"momentum": 0.0})
+    search = searcher("evolve", gains={"momentum": 0.0, "nbs": 0.0})  # uniform and randint
     parent = {"lr0": 1e-3, "momentum": 0.8, "weight_decay": 0.0005, "nbs": 32, "optimizer": "SGD"}
     children = [search._mutate(parent) for _ in range(200)]
-    assert {child["momentum"] for child in children} == {0.8}
+    assert {child["momentum"] for child in children} == {0.8} and {child["nbs"] for child in children} == {32}
     assert len({child["lr0"] for child in children}) > 50  # the other keys still move
 
 
