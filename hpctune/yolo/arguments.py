@@ -142,6 +142,7 @@ def build_spec(
     model, task = resolve_model(model, train_args.get("task"))
     data_path, data_config = resolve_data(data, task)
     metric = _task_metric(metric, task)
+    given_keys = set(search_space)  # before _resolve_optimizer adds the keys the baseline needs
     baseline_values, optimizer_notes = _resolve_optimizer(search_space, train_args, data_config, epochs,
                                                           adapt_space=space_name == "ultralytics")
     notes += optimizer_notes
@@ -176,24 +177,22 @@ def build_spec(
         gpu_per_trial=gpu_per_trial, cpus_per_trial=cpus_per_trial, seed=seed, name=name,
         storage=storage, space=search_space, train_args=train_args, data_config=data_config,
         wandb=_check_wandb(wandb, name), search_alg=search_alg, baseline=baseline, starts=starts,
-        mutation_gains=_mutation_gains(search_space) if search_alg == "evolve" else {},
+        mutation_gains=_mutation_gains(search_space, set(search_space) - given_keys) if search_alg == "evolve" else {},
         final_epochs=final_epochs, final_top_k=final_top_k, time_budget_s=time_budget_s,
         warm_start=str(warm) if warm else "",
     )
 
 
-def _mutation_gains(search_space: dict[str, Any]) -> dict[str, float]:
+def _mutation_gains(search_space: dict[str, Any], added: set[str]) -> dict[str, float]:
     """Ultralytics' genetic Tuner's gains for the searched keys (momentum moves 0.3 of the usual step: a full
     step from its default 0.937 reaches the top of the range, beta1 0.98, which trained badly in
-    bench_search_quality's runs). warmup_bias_lr gets 0: a child keeps its parent's value. It is searched only
-    so that the baseline (auto's 0) lies in the space; Ultralytics' tuners keep 0.1, and in
-    bench_search_quality's runs with every trial trained fully, children mutated below 0.1 averaged mAP50-95
-    0.041 against 0.056 for those at 0.1."""
+    bench_search_quality's runs), and 0 (a child keeps its parent's value) for the keys hpctune `added` to the
+    space only so that the baseline lies in it: warmup_bias_lr, auto's 0, which Ultralytics' tuners keep at
+    0.1. In bench_search_quality's runs with every trial trained fully, children with it mutated below 0.1
+    averaged mAP50-95 0.041 against 0.056 for those at 0.1."""
     searched = set(spaces.searched_keys(search_space))
     gains = {key: gain for key, gain in spaces.ultralytics_mutation_gains().items() if key in searched}
-    if "warmup_bias_lr" in searched:
-        gains["warmup_bias_lr"] = 0.0
-    return gains
+    return gains | {key: 0.0 for key in added & searched}
 
 
 def _positive_int(label: str, value: Any) -> int:

@@ -27,3 +27,8 @@ def test_evolve_gets_ultralytics_mutation_gains_for_the_keys_it_searches(tiny_da
     assert _spec(tiny_data, tmp_path).mutation_gains == {"momentum": 0.3, "warmup_bias_lr": 0.0}
     assert _spec(tiny_data, tmp_path, train_args={"momentum": 0.9, "warmup_bias_lr": 0.1}).mutation_gains == {}
     assert _spec(tiny_data, tmp_path, search_alg="tpe").mutation_gains == {}
+
+
+def test_evolve_mutates_warmup_bias_lr_when_the_user_searches_it(tiny_data, tmp_path):
+    space = {"warmup_bias_lr": {"uniform": [0.0, 0.2]}, "lr0": {"uniform": [0.001, 0.01]}}
+    assert _spec(tiny_data, tmp_path, space=space).mutation_gains == {}
